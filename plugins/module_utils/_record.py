@@ -1,0 +1,328 @@
+# Copyright (c) kiln developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# This module util is PRIVATE to kiln.flatcar. It can change at any time. Do not use it from other collections.
+
+"""The kiln build record: one JSON document per (version, board).
+
+Layout and fields are documented in docs/build-record.md and docs/build-record.schema.json.
+Writes are atomic (temp file, fsync, rename); a writer holds an exclusive lock for as long as it
+has the record open, and a second writer is refused at once with RecordLocked.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import hashlib
+import json
+import os
+import socket
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - kiln targets are Linux
+    fcntl = None
+
+from ansible_collections.kiln.flatcar.plugins.module_utils._version import atomic_write
+
+SCHEMA_VERSION = 1
+KIND = "kiln.flatcar/build-record"
+RECORD_NAME = "build-record.json"
+STATUSES = ("running", "passed", "failed")
+BOARDS = {"amd64-usr": "amd64", "arm64-usr": "arm64"}
+CHUNK = 1024 * 1024
+
+
+class RecordError(Exception):
+    """A build record problem; the message is one line."""
+
+
+class RecordLocked(RecordError):
+    """Another writer holds the record."""
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_json(obj):
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def digest(obj):
+    """sha256 of the canonical JSON of ``obj``, as 'sha256:<hex>'."""
+    return "sha256:" + hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
+
+
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(CHUNK)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def state_dir(build_root, board, version):
+    return os.path.join(build_root, "kiln", board, str(version))
+
+
+def record_path(build_root, board, version):
+    return os.path.join(state_dir(build_root, board, version), RECORD_NAME)
+
+
+def describe_output(build_root, path, role, sha256=None):
+    """An output entry: path relative to the build root, role, size, sha256."""
+    full = path if os.path.isabs(path) else os.path.join(build_root, path)
+    rel = os.path.relpath(full, build_root)
+    if rel.startswith(".."):
+        raise RecordError("output %s is outside the build root %s" % (full, build_root))
+    st = os.stat(full)
+    return {"path": rel, "role": role, "size": st.st_size, "sha256": sha256 or file_sha256(full)}
+
+
+def result_digest(stage):
+    """What later stages chain on: the stage's input digest and its outputs' identities.
+    Timestamps and hosts are left out, so a rerun that produces the same outputs changes nothing downstream."""
+    if not stage:
+        return None
+    outs = sorted((o["path"], o["role"], o["sha256"]) for o in stage.get("outputs", []))
+    return digest({"input_digest": stage.get("input_digest"), "outputs": outs, "status": stage.get("status")})
+
+
+class BuildRecord:
+    """A build record held open (and locked) by one writer."""
+
+    def __init__(self, path, data, lock_fd=None, read_only=False):
+        self.path = path
+        self.data = data
+        self._lock_fd = lock_fd
+        self.read_only = read_only
+
+    # -- opening -----------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path, board=None, version=None, create=True, read_only=False, build_root=None):
+        """Open (creating if asked) the record at ``path``; lock it unless ``read_only``."""
+        lock_fd = None
+        if not read_only:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            if fcntl is not None:
+                try:
+                    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    os.close(lock_fd)
+                    if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                        holder = cls._lock_holder(path)
+                        raise RecordLocked(
+                            "build record %s is being written by another kiln task%s; wait for it to finish "
+                            "or stop it, then rerun" % (path, (" (" + holder + ")") if holder else "")
+                        )
+                    raise
+            os.ftruncate(lock_fd, 0)
+            os.write(lock_fd, ("pid=%d host=%s since=%s\n" % (os.getpid(), socket.gethostname(), now())).encode())
+        try:
+            data = cls._load(path)
+        except RecordError:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+        if data is None:
+            if not create:
+                if lock_fd is not None:
+                    os.close(lock_fd)
+                raise RecordError("no build record at %s: run the earlier build stages first" % path)
+            data = cls.new_data(board, version, build_root)
+        else:
+            if board and data.get("board") != board:
+                if lock_fd is not None:
+                    os.close(lock_fd)
+                raise RecordError("build record %s is for board %s, not %s" % (path, data.get("board"), board))
+        return cls(path, data, lock_fd, read_only)
+
+    @staticmethod
+    def _lock_holder(path):
+        try:
+            with open(path + ".lock", "r", encoding="utf-8") as fh:
+                return fh.read().strip()
+        except OSError:
+            return ""
+
+    @staticmethod
+    def _load(path):
+        try:
+            with open(path, "r", encoding="utf-8") as fh:
+                data = json.load(fh)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise RecordError("build record %s is unreadable (%s): move it aside and rerun with force" % (path, exc))
+        if not isinstance(data, dict) or data.get("kind") != KIND:
+            raise RecordError("%s is not a kiln build record" % path)
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise RecordError(
+                "build record %s has schema version %r, this kiln writes %d: upgrade kiln or move the record aside"
+                % (path, data.get("schema_version"), SCHEMA_VERSION)
+            )
+        return data
+
+    @staticmethod
+    def new_data(board, version, build_root=None):
+        ts = now()
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": KIND,
+            "board": board,
+            "arch": BOARDS.get(board, board),
+            "version": dict(version or {}),
+            "build_root": build_root,
+            "build_dir": None,
+            "created": ts,
+            "updated": ts,
+            "stage_order": [],
+            "stages": {},
+        }
+
+    def close(self):
+        if self._lock_fd is not None:
+            try:
+                if fcntl is not None:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    # -- reading -----------------------------------------------------------------------------
+    def stage(self, name):
+        return self.data["stages"].get(name)
+
+    def stage_result_digest(self, name):
+        return result_digest(self.stage(name))
+
+    @property
+    def build_root(self):
+        return self.data.get("build_root") or os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(self.path))))
+
+    def verify_outputs(self, name, build_root=None, check_hash=True):
+        """Return a list of problems (empty when every recorded output is intact)."""
+        stage = self.stage(name)
+        if not stage:
+            return ["stage %s has no record" % name]
+        root = build_root or self.build_root
+        problems = []
+        for out in stage.get("outputs", []):
+            full = os.path.join(root, out["path"])
+            try:
+                st = os.stat(full)
+            except OSError:
+                problems.append("%s is missing" % out["path"])
+                continue
+            if st.st_size != out["size"]:
+                problems.append("%s changed size (%d, recorded %d)" % (out["path"], st.st_size, out["size"]))
+            elif check_hash and file_sha256(full) != out["sha256"]:
+                problems.append("%s changed content (sha256 differs from the record)" % out["path"])
+        return problems
+
+    def is_current(self, name, input_digest, build_root=None, extra_check=None):
+        """(True, reason) when the stage passed with these inputs and its outputs still verify."""
+        stage = self.stage(name)
+        if not stage:
+            return False, "stage has not run"
+        if stage.get("status") != "passed":
+            return False, "last run %s" % stage.get("status")
+        if stage.get("input_digest") != input_digest:
+            return False, "inputs changed"
+        problems = self.verify_outputs(name, build_root)
+        if problems:
+            return False, "; ".join(problems[:3])
+        if extra_check is not None:
+            problem = extra_check(stage)
+            if problem:
+                return False, problem
+        return True, "passed with the same inputs and its outputs verify"
+
+    # -- writing -----------------------------------------------------------------------------
+    def _touch(self):
+        self.data["updated"] = now()
+
+    def begin(self, name, inputs, input_digest, log_path=None):
+        if self.read_only:
+            raise RecordError("record opened read-only")
+        previous = self.stage(name) or {}
+        entry = {
+            "status": "running",
+            "started": now(),
+            "finished": None,
+            "duration_s": None,
+            "host": socket.gethostname(),
+            "input_digest": input_digest,
+            "inputs": inputs,
+            "outputs": [],
+            "attempts": int(previous.get("attempts", 0)) + 1,
+            "log_path": log_path,
+            "message": None,
+            "details": {},
+        }
+        self.data["stages"][name] = entry
+        if name not in self.data["stage_order"]:
+            self.data["stage_order"].append(name)
+        self._touch()
+        self.save()
+        return entry
+
+    def finish(self, name, outputs, details=None, status="passed", message=None):
+        entry = self.data["stages"][name]
+        entry["status"] = status
+        entry["finished"] = now()
+        entry["duration_s"] = _duration(entry.get("started"), entry["finished"])
+        entry["outputs"] = list(outputs)
+        if details:
+            entry["details"].update(details)
+        entry["message"] = message
+        self._touch()
+        self.save()
+        return entry
+
+    def fail(self, name, message, details=None):
+        entry = self.data["stages"].get(name)
+        if entry is None:
+            entry = self.begin(name, {}, None)
+        return self.finish(name, entry.get("outputs", []), details, status="failed", message=message)
+
+    def set(self, key, value):
+        self.data[key] = value
+        self._touch()
+
+    def save(self):
+        if self.read_only:
+            raise RecordError("record opened read-only")
+        atomic_write(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
+
+    def summary(self):
+        """A compact view for module returns."""
+        return {
+            "path": self.path,
+            "board": self.data.get("board"),
+            "version": self.data.get("version", {}).get("FLATCAR_VERSION"),
+            "build_dir": self.data.get("build_dir"),
+            "stages": dict((n, self.data["stages"][n]["status"]) for n in self.data.get("stage_order", []) if n in self.data["stages"]),
+        }
+
+
+def _duration(start, end):
+    try:
+        fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
+        return round((datetime.datetime.strptime(end, fmt) - datetime.datetime.strptime(start, fmt)).total_seconds(), 3)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,288 @@
+# Copyright (c) kiln developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# This module util is PRIVATE to kiln.flatcar. It can change at any time. Do not use it from other collections.
+
+"""What every SDK build stage shares: locating the checkout, the pinned version, the warm SDK
+container, the build record, the stage log, and the skip/run/record cycle."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from ansible_collections.kiln.flatcar.plugins.module_utils._record import (
+    BOARDS,
+    BuildRecord,
+    RecordError,
+    describe_output,
+    digest,
+    record_path,
+    state_dir,
+)
+from ansible_collections.kiln.flatcar.plugins.module_utils._runner import SDK_ENV_PASSTHROUGH, Runner
+from ansible_collections.kiln.flatcar.plugins.module_utils._version import (
+    VERSIONFILE,
+    FlatcarVersion,
+    VersionError,
+    read_versionfile,
+)
+
+REGISTRY = "ghcr.io/flatcar"
+FLAVOURS = ("all", "amd64", "arm64")
+CONTAINER_ROOT = "/mnt/host/source/src/build"  # DEFAULT_BUILD_ROOT inside the SDK container
+CHECKOUT_STATE = "checkout.json"
+
+# argument_spec pieces every SDK stage module takes
+COMMON_ARGS = dict(
+    scripts_dir=dict(type="path", required=True),
+    board=dict(type="str", required=True),
+    flavour=dict(type="str", default="all", choices=list(FLAVOURS)),
+    container_name=dict(type="str"),
+    engine=dict(type="str", default="auto", choices=["auto", "docker", "podman"]),
+    force=dict(type="bool", default=False),
+    environment=dict(type="dict", default={}),
+)
+
+
+def board_arch(board):
+    return BOARDS.get(board)
+
+
+def check_board(module, board):
+    if board not in BOARDS:
+        module.fail_json(msg="unknown board %r: use one of %s" % (board, ", ".join(sorted(BOARDS))))
+
+
+def detect_engine(module, wanted="auto"):
+    """docker or podman, decided like the SDK does (sdk_lib/sdk_container_common.sh)."""
+    docker = module.get_bin_path("docker")
+    podman = module.get_bin_path("podman")
+    if wanted == "docker":
+        if not docker:
+            module.fail_json(msg="container engine docker not found on this host: install docker (or set engine: podman)")
+        return "docker", [docker]
+    if wanted == "podman":
+        if not podman:
+            module.fail_json(msg="container engine podman not found on this host: install podman (or set engine: docker)")
+        return "podman", [podman]
+    if podman and docker:
+        rc, out, _err = module.run_command([docker, "help"])
+        if "podman" in (out or "").lower():
+            return "podman", [podman]
+        return "docker", [docker]
+    if docker:
+        return "docker", [docker]
+    if podman:
+        return "podman", [podman]
+    module.fail_json(msg="no container engine found on this host: install docker or podman (the Flatcar SDK runs in a container)")
+    return None  # not reached
+
+
+def sdk_image_ref(flavour, sdk_version, registry=REGISTRY):
+    return "%s/flatcar-sdk-%s:%s" % (registry.rstrip("/"), flavour, FlatcarVersion.parse(sdk_version, "SDK version").docker_vernum)
+
+
+def default_container_name(flavour, sdk_version, os_version):
+    """run_sdk_container's default name, pinned so one warm container serves every stage."""
+    sdk = FlatcarVersion.parse(sdk_version, "SDK version").docker_vernum
+    osv = FlatcarVersion.parse(os_version).docker_vernum
+    return "flatcar-sdk-%s-%s_os-%s" % (flavour, sdk, osv)
+
+
+def image_id(runner, engine_argv, ref):
+    rc, out, _err = runner.capture(engine_argv + ["image", "inspect", "--format", "{{.Id}}", ref])
+    return out.strip() if rc == 0 and out.strip() else None
+
+
+def container_id(runner, engine_argv, name):
+    rc, out, _err = runner.capture(engine_argv + ["container", "inspect", "--format", "{{.Id}}", name])
+    return out.strip() if rc == 0 and out.strip() else None
+
+
+class SdkStage:
+    """One SDK build stage run by a module: skip when current, run, record."""
+
+    stage = None  # set by subclasses or the constructor
+
+    def __init__(self, module, stage):
+        self.module = module
+        self.stage = stage
+        p = module.params
+        self.board = p["board"]
+        check_board(module, self.board)
+        self.scripts_dir = os.path.abspath(p["scripts_dir"])
+        if not os.path.isfile(os.path.join(self.scripts_dir, "run_sdk_container")):
+            module.fail_json(
+                msg="%s is not a Flatcar scripts checkout (no run_sdk_container): run kiln.flatcar.sdk_checkout first "
+                "or fix scripts_dir" % self.scripts_dir
+            )
+        try:
+            self.versionfile = read_versionfile(os.path.join(self.scripts_dir, VERSIONFILE))
+            self.version = FlatcarVersion.parse(self.versionfile["FLATCAR_VERSION"], "FLATCAR_VERSION in version.txt")
+            self.sdk_version = FlatcarVersion.parse(self.versionfile.get("FLATCAR_SDK_VERSION"), "FLATCAR_SDK_VERSION in version.txt")
+        except VersionError as exc:
+            module.fail_json(msg=str(exc))
+        self.build_id = self.versionfile.get("FLATCAR_BUILD_ID", self.version.build_id)
+        self.build_root = os.path.join(self.scripts_dir, "__build__", "images")
+        self.state_dir = state_dir(self.build_root, self.board, self.version.version)
+        self.record_path = record_path(self.build_root, self.board, self.version.version)
+        self.log_path = os.path.join(self.state_dir, "logs", stage.replace(":", "_") + ".log")
+        self.flavour = p.get("flavour") or "all"
+        self.container_name = p.get("container_name") or default_container_name(self.flavour, self.sdk_version.version, self.version.version)
+        self.record = None
+        # Pinned once in version.txt and exported to every step (Flatcar#2041): an empty build id
+        # means an official build, which the SDK only makes with COREOS_OFFICIAL=1.
+        env = {"FLATCAR_BUILD_ID": self.build_id}
+        if not self.build_id:
+            env["COREOS_OFFICIAL"] = "1"
+        for key, value in (p.get("environment") or {}).items():
+            if key not in SDK_ENV_PASSTHROUGH and key not in ("TMPDIR",):
+                module.fail_json(
+                    msg="environment variable %s does not reach the SDK container: use one of %s" % (key, ", ".join(SDK_ENV_PASSTHROUGH))
+                )
+            env[key] = value
+        self.runner = Runner(
+            module,
+            log_path=self.log_path,
+            env_allow=SDK_ENV_PASSTHROUGH,
+            env=env,
+            cwd=self.scripts_dir,
+            fail_extra={"stage": stage, "record_path": self.record_path},
+            on_failure=self._on_failure,
+        )
+        self.engine, self.engine_argv = detect_engine(module, p.get("engine") or "auto")
+
+    # -- helpers -----------------------------------------------------------------------------
+    def host_to_container(self, path):
+        rel = os.path.relpath(path, self.build_root)
+        if rel.startswith(".."):
+            self.module.fail_json(msg="%s is outside the SDK build root %s" % (path, self.build_root))
+        return CONTAINER_ROOT + "/" + rel
+
+    def container_to_host(self, path):
+        if not path.startswith(CONTAINER_ROOT):
+            return path
+        return os.path.join(self.build_root, path[len(CONTAINER_ROOT):].lstrip("/"))
+
+    def sdk_command(self, argv):
+        """``run_sdk_container -U`` with the pinned container name: version.txt is never rewritten."""
+        return ["./run_sdk_container", "-U", "-n", self.container_name, "-a", self.flavour, "-V", self.sdk_version.version, "--"] + list(argv)
+
+    def scripts_commit(self):
+        rc, out, _err = self.runner.capture(["git", "rev-parse", "HEAD"])
+        return out.strip() if rc == 0 else None
+
+    def sdk_image(self):
+        ref = sdk_image_ref(self.flavour, self.sdk_version.version)
+        return {"ref": ref, "id": image_id(self.runner, self.engine_argv, ref)}
+
+    def base_inputs(self, previous=None):
+        inputs = {
+            "stage": self.stage,
+            "board": self.board,
+            "scripts_commit": self.scripts_commit(),
+            "version": {
+                "FLATCAR_VERSION": self.version.version,
+                "FLATCAR_VERSION_ID": self.version.version_id,
+                "FLATCAR_BUILD_ID": self.build_id,
+                "FLATCAR_SDK_VERSION": self.sdk_version.version,
+            },
+            "sdk_image": self.sdk_image(),
+            "environment": dict(sorted((self.module.params.get("environment") or {}).items())),
+        }
+        if previous:
+            inputs["previous_stage"] = {"name": previous, "result_digest": self.record.stage_result_digest(previous) if self.record else None}
+        return inputs
+
+    def version_fields(self):
+        return {
+            "FLATCAR_VERSION": self.version.version,
+            "FLATCAR_VERSION_ID": self.version.version_id,
+            "FLATCAR_BUILD_ID": self.build_id,
+            "FLATCAR_SDK_VERSION": self.sdk_version.version,
+            "channel": self.version.channel,
+            "official": self.version.official,
+        }
+
+    def open_record(self):
+        try:
+            self.record = BuildRecord.open(self.record_path, board=self.board, version=self.version_fields(), build_root=self.build_root)
+        except RecordError as exc:
+            self.module.fail_json(msg=str(exc), record_path=self.record_path)
+        self.record.set("build_root", self.build_root)
+        source = self._checkout_state()
+        if source:
+            self.record.set("source", source)
+        return self.record
+
+    def _checkout_state(self):
+        path = os.path.join(self.build_root, "kiln", CHECKOUT_STATE)
+        try:
+            with open(path, "r", encoding="utf-8") as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            return None
+
+    def require_stage(self, name, hint):
+        stage = self.record.stage(name)
+        if not stage or stage.get("status") != "passed":
+            self.module.fail_json(msg="stage %s has not passed for %s %s: %s" % (name, self.board, self.version.version, hint),
+                                  record_path=self.record_path)
+        return stage
+
+    def _on_failure(self, msg, payload):
+        if self.record is not None and self.record.stage(self.stage):
+            self.record.fail(self.stage, msg, details={"rc": payload.get("rc")})
+            self.record.close()
+
+    def check_disk(self, path, need_bytes):
+        try:
+            free = shutil.disk_usage(path).free
+        except OSError:
+            return
+        if free < need_bytes:
+            self.runner.fail(
+                "only %d MiB free on %s, %s needs at least %d MiB: free some space (old builds under __build__) and rerun"
+                % (free // 1048576, path, self.stage, need_bytes // 1048576)
+            )
+
+    # -- the cycle ---------------------------------------------------------------------------
+    def run(self, inputs, execute, extra_check=None, result_extra=None):
+        """Skip if current; in check mode report; else begin, execute() -> (outputs, details), finish."""
+        module = self.module
+        input_digest = digest(inputs)
+        current, reason = self.record.is_current(self.stage, input_digest, extra_check=extra_check)
+        result = dict(
+            stage=self.stage,
+            board=self.board,
+            version=self.version_fields(),
+            record_path=self.record_path,
+            log_path=self.log_path,
+            input_digest=input_digest,
+            container_name=self.container_name,
+        )
+        if result_extra:
+            result.update(result_extra)
+        if current and not module.params.get("force"):
+            stage = self.record.stage(self.stage)
+            self.record.close()
+            result.update(changed=False, reason=reason, outputs=stage.get("outputs", []), details=stage.get("details", {}))
+            return result
+        if module.check_mode:
+            self.record.close()
+            result.update(changed=True, reason="forced" if current else reason, outputs=[], details={})
+            return result
+        self.record.begin(self.stage, inputs, input_digest, log_path=self.log_path)
+        self.runner.note("stage %s for %s %s (%s)" % (self.stage, self.board, self.version.version, "forced" if current else reason))
+        outputs, details = execute()
+        entry = self.record.finish(self.stage, outputs, details)
+        self.record.close()
+        result.update(changed=True, reason="forced" if current else reason, outputs=entry["outputs"], details=entry["details"],
+                      duration_s=entry["duration_s"])
+        return result
+
+    def describe(self, path, role):
+        return describe_output(self.build_root, path, role)

@@ -1,0 +1,284 @@
+#!/usr/bin/python
+# Copyright (c) kiln developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: image
+short_description: Build Flatcar OS images (set_official + build_image) in the SDK container
+version_added: 0.1.0
+description:
+  - Runs C(./set_official) and C(./build_image) with the chosen image types through C(run_sdk_container -U) in the warm
+    SDK container that built the packages.
+  - Finds the real output directory C(__build__/images/images/<board>/<group>-<FLATCAR_VERSION>-a<N>), records every file
+    in it (path, role, size, sha256) in the build record, and returns them.
+  - A rerun with the same inputs whose outputs still verify is skipped. When inputs changed, the new build goes to the
+    next attempt directory (C(-a<N+1>)) so the previous artifacts are kept, unless O(replace=true).
+author: kiln developers
+extends_documentation_fragment:
+  - kiln.flatcar._attributes
+  - kiln.flatcar._attributes.actiongroup
+  - kiln.flatcar._sdk
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  image_types:
+    description: Image types to build (C(build_image)'s positional arguments).
+    type: list
+    elements: str
+    choices: [prod, prodtar, container, sysext, oem_sysext]
+    default: [prod, oem_sysext]
+  group:
+    description: Update group baked into C(/usr/share/flatcar/update.conf) (C(--group)); also the output directory prefix.
+    type: str
+    default: developer
+  base_pkg:
+    description: C(--base_pkg).
+    type: str
+  base_dev_pkg:
+    description: C(--base_dev_pkg).
+    type: str
+  base_sysexts:
+    description: C(--base_sysexts), e.g. V(containerd-flatcar|app-containers/containerd).
+    type: str
+  oem_sysexts:
+    description: C(--oem_sysexts), V(everything!) or a comma-separated list of OEM ids.
+    type: str
+  disk_layout:
+    description: C(--disk_layout).
+    type: str
+  compression_formats:
+    description: C(--image_compression_formats).
+    type: list
+    elements: str
+    choices: [none, bz2, gz, zip, zst]
+    default: [bz2]
+  only_store_compressed:
+    description: C(--[no]only_store_compressed).
+    type: bool
+    default: true
+  enable_rootfs_verification:
+    description: C(--[no]enable_rootfs_verification) (dm-verity on /usr).
+    type: bool
+    default: true
+  extract_update:
+    description: C(--[no]extract_update) (writes C(flatcar_production_update.bin)).
+    type: bool
+    default: true
+  generate_update:
+    description: C(--[no]generate_update) (dev-key signed C(flatcar_test_update.gz), non-official builds only).
+    type: bool
+    default: true
+  getbinpkg:
+    description: C(--[no]getbinpkg).
+    type: bool
+    default: false
+  getbinpkgver:
+    description: C(--getbinpkgver).
+    type: str
+  developer_data:
+    description: C(--developer_data), a cloud-config file inside the scripts checkout.
+    type: path
+  devcontainer_binhost:
+    description: C(--devcontainer_binhost).
+    type: str
+  replace:
+    description: Overwrite the current attempt directory (C(--replace)) instead of building into the next attempt.
+    type: bool
+    default: false
+  min_free_gb:
+    description: Refuse to start with less free disk (GiB) on the checkout's filesystem.
+    type: int
+    default: 0
+"""
+
+EXAMPLES = r"""
+- name: Build the production image and the OEM sysexts
+  kiln.flatcar.image:
+    scripts_dir: /var/lib/kiln/scripts
+    board: amd64-usr
+    image_types: [prod, oem_sysext]
+    group: stable
+  async: 10800
+  poll: 0
+  register: image_job
+"""
+
+RETURN = r"""
+changed:
+  description: Whether C(build_image) ran.
+  returned: always
+  type: bool
+reason:
+  description: Why the stage ran or was skipped.
+  returned: success
+  type: str
+build_dir:
+  description: Absolute path of the image output directory on the builder.
+  returned: success
+  type: str
+outputs:
+  description: Every file in the output directory.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: Path relative to the SDK build root (C(<scripts_dir>/__build__/images)).
+      type: str
+    role:
+      description: What the file is (generic_image, kernel, sysext_base, update_image, oem_sysext, report, ...).
+      type: str
+    size:
+      description: Size in bytes.
+      type: int
+    sha256:
+      description: SHA-256 (hex).
+      type: str
+record_path:
+  description: Path of the build record.
+  returned: always
+  type: str
+log_path:
+  description: Log of the stage on the builder.
+  returned: always
+  type: str
+input_digest:
+  description: Digest of the stage's inputs.
+  returned: success
+  type: str
+details:
+  description: Attempt number, build directory (relative) and image types.
+  returned: success
+  type: dict
+version:
+  description: Version fields of the build.
+  returned: success
+  type: dict
+stage:
+  description: Stage name in the build record.
+  returned: success
+  type: str
+container_name:
+  description: The warm SDK container used.
+  returned: success
+  type: str
+"""
+
+import os
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import list_files, role_of
+from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import COMMON_ARGS, SdkStage
+
+
+def image_dirs(board_dir, group, version):
+    """{attempt: path} of existing output directories for this group and version."""
+    found = {}
+    prefix = "%s-%s-a" % (group, version)
+    try:
+        names = os.listdir(board_dir)
+    except OSError:
+        return found
+    for name in names:
+        if name.startswith(prefix) and re.match(r"^\d+$", name[len(prefix):]):
+            found[int(name[len(prefix):])] = os.path.join(board_dir, name)
+    return found
+
+
+def main():
+    spec = dict(COMMON_ARGS)
+    spec.update(
+        image_types=dict(type="list", elements="str", default=["prod", "oem_sysext"],
+                         choices=["prod", "prodtar", "container", "sysext", "oem_sysext"]),
+        group=dict(type="str", default="developer"),
+        base_pkg=dict(type="str"),
+        base_dev_pkg=dict(type="str"),
+        base_sysexts=dict(type="str"),
+        oem_sysexts=dict(type="str"),
+        disk_layout=dict(type="str"),
+        compression_formats=dict(type="list", elements="str", default=["bz2"], choices=["none", "bz2", "gz", "zip", "zst"]),
+        only_store_compressed=dict(type="bool", default=True),
+        enable_rootfs_verification=dict(type="bool", default=True),
+        extract_update=dict(type="bool", default=True),
+        generate_update=dict(type="bool", default=True),
+        getbinpkg=dict(type="bool", default=False),
+        getbinpkgver=dict(type="str"),
+        developer_data=dict(type="path"),
+        devcontainer_binhost=dict(type="str"),
+        replace=dict(type="bool", default=False),
+        min_free_gb=dict(type="int", default=0),
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    p = module.params
+    if not p["image_types"]:
+        module.fail_json(msg="image_types is empty: name at least one of prod, prodtar, container, sysext, oem_sysext")
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", p["group"]):
+        module.fail_json(msg="group %r is not a valid update group name: use letters, digits, '.', '_' and '-'" % p["group"])
+    stage = SdkStage(module, "image")
+    record = stage.open_record()
+    packages = record.stage("packages")
+    flags = ["--board=" + stage.board, "--group=" + p["group"],
+             "--image_compression_formats=" + ",".join(p["compression_formats"])]
+    for name in ("only_store_compressed", "enable_rootfs_verification", "extract_update", "generate_update", "getbinpkg"):
+        flags.append("--%s%s" % ("" if p[name] else "no", name))
+    for name in ("base_pkg", "base_dev_pkg", "base_sysexts", "oem_sysexts", "disk_layout", "getbinpkgver", "devcontainer_binhost"):
+        if p[name]:
+            flags.append("--%s=%s" % (name, p[name]))
+    if p["developer_data"]:
+        flags.append("--developer_data=" + p["developer_data"])
+    inputs = stage.base_inputs(previous="packages")
+    inputs["flags"] = list(flags)
+    inputs["image_types"] = list(p["image_types"])
+
+    board_dir = os.path.join(stage.build_root, "images", stage.board)
+
+    def execute():
+        if not packages or packages.get("status") != "passed":
+            stage.runner.fail("stage packages has not passed for %s %s: run kiln.flatcar.packages first"
+                              % (stage.board, stage.version.version))
+        if p["min_free_gb"]:
+            stage.check_disk(stage.scripts_dir, p["min_free_gb"] * 1024 ** 3)
+        existing = image_dirs(board_dir, p["group"], stage.version.version)
+        if p["replace"] or not existing:
+            attempt = max(existing) if existing else 1
+        else:
+            attempt = max(existing) + 1
+        run_flags = list(flags) + ["--build_attempt=%d" % attempt,
+                                   "--output_root=" + stage.host_to_container(os.path.join(stage.build_root, "images"))]
+        if p["replace"]:
+            run_flags.append("--replace")
+        official = "--official" if stage.version.official else "--noofficial"
+        stage.runner.run(stage.sdk_command(["./set_official", "--board=" + stage.board, official]),
+                         msg="set_official failed for %s: see the log" % stage.board)
+        stage.runner.run(stage.sdk_command(["./build_image"] + run_flags + list(p["image_types"])),
+                         msg="build_image failed for %s: see the log" % stage.board)
+        build_dir = os.path.join(board_dir, "%s-%s-a%d" % (p["group"], stage.version.version, attempt))
+        if not os.path.isdir(build_dir):
+            stage.runner.fail("build_image finished but %s does not exist: the SDK wrote its images elsewhere" % build_dir)
+        outputs = [stage.describe(f, role_of(f)) for f in list_files(build_dir)]
+        wants_prod = set(p["image_types"]) & set(["prod", "prodtar"])
+        if wants_prod and not any(o["role"] == "generic_image" for o in outputs):
+            stage.runner.fail("build_image finished but %s holds no flatcar_production_image.bin" % build_dir)
+        rel = os.path.relpath(build_dir, stage.build_root)
+        stage.record.set("build_dir", rel)
+        stage.record.set("group", p["group"])
+        return outputs, {"attempt": attempt, "build_dir": rel, "image_types": list(p["image_types"])}
+
+    result = stage.run(inputs, execute)
+    build_dir = result.get("details", {}).get("build_dir") or record.data.get("build_dir")
+    result["build_dir"] = os.path.join(stage.build_root, build_dir) if build_dir else None
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+#!/usr/bin/python
+# Copyright (c) kiln developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: packages
+short_description: Build a Flatcar board's packages (setup_board + build_packages) in the SDK container
+version_added: 0.1.0
+description:
+  - Runs C(./build_packages --board=<board>) (which runs C(setup_board)) through C(run_sdk_container -U) in a warm,
+    named SDK container that later stages re-use.
+  - Records the stage in the build record; a rerun with the same inputs is skipped while the container still holds
+    the same binary package index.
+  - Output streams to a log on the builder; safe under C(async) with C(poll=0).
+author: kiln developers
+extends_documentation_fragment:
+  - kiln.flatcar._attributes
+  - kiln.flatcar._attributes.actiongroup
+  - kiln.flatcar._sdk
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  packages:
+    description: Packages to build instead of the default targets (C(@system coreos-devel/board-packages)).
+    type: list
+    elements: str
+    default: []
+  usepkg:
+    description: Use binary packages (C(--[no]usepkg)).
+    type: bool
+    default: true
+  usepkgonly:
+    description: Only use binary packages (C(--[no]usepkgonly)).
+    type: bool
+    default: false
+  getbinpkg:
+    description: Download binary packages (C(--[no]getbinpkg)).
+    type: bool
+    default: true
+  getbinpkgver:
+    description: Binary package version to fetch (C(--getbinpkgver)).
+    type: str
+  binhost:
+    description: Extra binary package hosts passed to C(setup_board --binhost) (prepended to the generated list).
+    type: list
+    elements: str
+    default: []
+  skip_toolchain_update:
+    description: C(--skip_toolchain_update).
+    type: bool
+    default: false
+  skip_chroot_upgrade:
+    description: C(--skip_chroot_upgrade).
+    type: bool
+    default: false
+  only_resolve_circular_deps:
+    description: C(--only_resolve_circular_deps).
+    type: bool
+    default: false
+  fetchonly:
+    description: C(--fetchonly).
+    type: bool
+    default: false
+  rebuild:
+    description: C(--rebuild).
+    type: bool
+    default: false
+  min_free_gb:
+    description: Refuse to start with less free disk (GiB) on the checkout's filesystem.
+    type: int
+    default: 0
+"""
+
+EXAMPLES = r"""
+- name: Build packages for amd64
+  kiln.flatcar.packages:
+    scripts_dir: /var/lib/kiln/scripts
+    board: amd64-usr
+    binhost:
+      - http://cache.example.internal/boards/amd64-usr/4593.2.5/pkgs/
+  async: 21600
+  poll: 0
+  register: packages_job
+"""
+
+RETURN = r"""
+changed:
+  description: Whether C(build_packages) ran.
+  returned: always
+  type: bool
+reason:
+  description: Why the stage ran or was skipped.
+  returned: success
+  type: str
+stage:
+  description: Stage name in the build record.
+  returned: success
+  type: str
+record_path:
+  description: Path of the build record.
+  returned: always
+  type: str
+log_path:
+  description: Log of the stage on the builder.
+  returned: always
+  type: str
+input_digest:
+  description: Digest of the stage's inputs.
+  returned: success
+  type: str
+container_name:
+  description: The warm SDK container holding the board root.
+  returned: success
+  type: str
+details:
+  description: Container ID, binary package index sha256 and package count.
+  returned: success
+  type: dict
+outputs:
+  description: Recorded outputs (none on the host for this stage; the board root lives in the container).
+  returned: success
+  type: list
+  elements: dict
+version:
+  description: Version fields of the build.
+  returned: success
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import COMMON_ARGS, SdkStage, container_id
+
+
+def pkgdir(board):
+    return "/build/%s/var/lib/portage/pkgs" % board
+
+
+def binpkg_state(stage):
+    """(container id, Packages sha256, count) of the board's binary packages, or Nones."""
+    cid = container_id(stage.runner, stage.engine_argv, stage.container_name)
+    if not cid:
+        return None, None, 0
+    script = 'cd "$1" && sha256sum Packages | cut -d" " -f1 && find . -name "*.tbz2" -o -name "*.gpkg.tar" | wc -l'
+    rc, out, _err = stage.runner.capture(stage.engine_argv + ["exec", stage.container_name, "/bin/sh", "-c", script, "kiln", pkgdir(stage.board)])
+    lines = out.split() if rc == 0 else []
+    if len(lines) < 2:
+        return cid, None, 0
+    return cid, lines[0], int(lines[1])
+
+
+def main():
+    spec = dict(COMMON_ARGS)
+    spec.update(
+        packages=dict(type="list", elements="str", default=[]),
+        usepkg=dict(type="bool", default=True),
+        usepkgonly=dict(type="bool", default=False),
+        getbinpkg=dict(type="bool", default=True),
+        getbinpkgver=dict(type="str"),
+        binhost=dict(type="list", elements="str", default=[]),
+        skip_toolchain_update=dict(type="bool", default=False),
+        skip_chroot_upgrade=dict(type="bool", default=False),
+        only_resolve_circular_deps=dict(type="bool", default=False),
+        fetchonly=dict(type="bool", default=False),
+        rebuild=dict(type="bool", default=False),
+        min_free_gb=dict(type="int", default=0),
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    p = module.params
+    if p["usepkgonly"] and (not p["usepkg"] or not p["getbinpkg"] or p["rebuild"]):
+        module.fail_json(msg="usepkgonly cannot be combined with usepkg=false, getbinpkg=false or rebuild=true (build_packages refuses it)")
+    stage = SdkStage(module, "packages")
+    flags = ["--board=" + stage.board]
+    for name in ("usepkg", "usepkgonly", "getbinpkg", "skip_toolchain_update", "skip_chroot_upgrade",
+                 "only_resolve_circular_deps", "fetchonly", "rebuild"):
+        flags.append("--%s%s" % ("" if p[name] else "no", name))
+    if p["getbinpkgver"]:
+        flags.append("--getbinpkgver=" + p["getbinpkgver"])
+    stage.open_record()
+    inputs = stage.base_inputs()
+    inputs["flags"] = flags + ["binhost=" + h for h in p["binhost"]]
+    inputs["packages"] = list(p["packages"])
+    inputs["container_name"] = stage.container_name
+
+    def still_there(entry):
+        cid, pkgs_sha, _count = binpkg_state(stage)
+        details = entry.get("details", {})
+        if cid != details.get("container_id"):
+            return "SDK container %s is gone or was recreated" % stage.container_name
+        if pkgs_sha != details.get("packages_sha256"):
+            return "binary package index in the container changed"
+        return None
+
+    def execute():
+        if p["min_free_gb"]:
+            stage.check_disk(stage.scripts_dir, p["min_free_gb"] * 1024 ** 3)
+        if not inputs["sdk_image"]["id"]:
+            stage.runner.fail("SDK image %s is not present on this host: run kiln.flatcar.sdk_image first" % inputs["sdk_image"]["ref"])
+        if p["binhost"]:
+            setup = ["./setup_board", "--board=" + stage.board, "--regen_configs"] + ["--binhost=" + h for h in p["binhost"]]
+            stage.runner.run(stage.sdk_command(setup), msg="setup_board failed for %s: see the log" % stage.board)
+        stage.runner.run(stage.sdk_command(["./build_packages"] + flags + list(p["packages"])),
+                         msg="build_packages failed for %s: see the log" % stage.board)
+        cid, pkgs_sha, count = binpkg_state(stage)
+        if not pkgs_sha:
+            stage.runner.fail("build_packages finished but %s has no Packages index in container %s" % (pkgdir(stage.board), stage.container_name))
+        return [], {"container_id": cid, "packages_sha256": pkgs_sha, "binpkg_count": count, "pkgdir": pkgdir(stage.board),
+                    "engine": stage.engine}
+
+    module.exit_json(**stage.run(inputs, execute, extra_check=still_there))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,383 @@
+#!/usr/bin/python
+# Copyright (c) kiln developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: sdk_checkout
+short_description: Check out a Flatcar scripts repository at a tag, branch or commit, apply patches and pin the version
+version_added: 0.1.0
+description:
+  - Clones (or updates) a C(flatcar/scripts) repository, or a fork of it, on the builder and checks out O(ref).
+  - For forks, fetches the tags of O(upstream_repo) so that C(git describe --tags) works (Flatcar#1705).
+  - Applies O(patches) with C(git am -3 --committer-date-is-author-date), so the same patches on the same base give the same commit.
+  - Writes C(sdk_container/.repo/manifests/version.txt) once, with a pinned C(FLATCAR_BUILD_ID) (Flatcar#2041).
+    Later stages run the SDK with C(run_sdk_container -U) so the file is never rewritten.
+  - Never pushes anything.
+author: kiln developers
+extends_documentation_fragment:
+  - kiln.flatcar._attributes
+  - kiln.flatcar._attributes.actiongroup
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  dest:
+    description: Directory of the scripts checkout on the builder.
+    type: path
+    required: true
+  repo:
+    description: URL (or local path) of the scripts repository.
+    type: str
+    default: https://github.com/flatcar/scripts.git
+  ref:
+    description:
+      - Tag, branch or commit to check out, for example V(stable-4593.2.5), V(main) or a commit id.
+    type: str
+    required: true
+  upstream_repo:
+    description:
+      - A repository whose tags are fetched into the checkout. Set it when O(repo) is a fork without Flatcar's tags.
+    type: str
+  patches:
+    description:
+      - Patch files (C(git format-patch) output) on the builder, applied in order with C(git am -3).
+    type: list
+    elements: path
+    default: []
+  version:
+    description:
+      - The OS version to build, e.g. V(stable-4593.2.5), V(4593.2.5+hotfix-1), V(main-4799.0.0-nightly-20260821-2100).
+      - Defaults to the version C(git describe --tags) gives for O(ref) (the highest tag pointing at it).
+    type: str
+  sdk_version:
+    description: SDK version to build with. Defaults to C(FLATCAR_SDK_VERSION) of the checked-out version.txt.
+    type: str
+  build_id:
+    description:
+      - Build id appended to non-official versions (C(FLATCAR_BUILD_ID)).
+      - When the version has none and O(official=false), kiln pins one once (C(kiln-<UTC date>)) and keeps it on reruns.
+    type: str
+  official:
+    description: Build an official image (empty build id, C(COREOS_OFFICIAL=1)). Needs your own official update key in the image.
+    type: bool
+    default: false
+  binhost:
+    description: Written as C(FLATCAR_DEV_BUILDS) into version.txt, so C(setup_board) fetches binary packages from your cache.
+    type: str
+  force:
+    description: Reset the checkout to O(ref), reapply the patches and rewrite version.txt even when nothing changed.
+    type: bool
+    default: false
+notes:
+  - Local changes in O(dest) other than version.txt are refused, never discarded, unless O(force=true).
+"""
+
+EXAMPLES = r"""
+- name: Check out a release and pin the version
+  kiln.flatcar.sdk_checkout:
+    dest: /var/lib/kiln/scripts
+    ref: stable-4593.2.5
+    version: 4593.2.5+hotfix-1
+
+- name: Build a fork with an embargoed fix
+  kiln.flatcar.sdk_checkout:
+    dest: /var/lib/kiln/scripts
+    repo: https://git.example.com/os/flatcar-scripts.git
+    upstream_repo: https://github.com/flatcar/scripts.git
+    ref: flatcar-4593
+    patches:
+      - /var/lib/kiln/patches/0001-fix-cve.patch
+"""
+
+RETURN = r"""
+commit:
+  description: Commit checked out after the patches.
+  returned: success
+  type: str
+base_commit:
+  description: Commit O(ref) resolved to, before the patches.
+  returned: success
+  type: str
+version:
+  description: The pinned version.
+  returned: success
+  type: dict
+  contains:
+    FLATCAR_VERSION:
+      description: OS version, with C(+<build id>) for non-official builds.
+      type: str
+    FLATCAR_VERSION_ID:
+      description: Plain C(MAJOR.MINOR.PATCH).
+      type: str
+    FLATCAR_BUILD_ID:
+      description: Build id, empty for official builds.
+      type: str
+    FLATCAR_SDK_VERSION:
+      description: SDK version.
+      type: str
+    channel:
+      description: C(alpha), C(beta), C(stable), C(lts) or C(developer).
+      type: str
+    official:
+      description: Whether this is an official build.
+      type: bool
+    docker_vernum:
+      description: The version with C(+) replaced by C(-), as used in container tags.
+      type: str
+versionfile:
+  description: Path of version.txt.
+  returned: success
+  type: str
+patches:
+  description: Applied patches with their sha256.
+  returned: success
+  type: list
+  elements: dict
+state_path:
+  description: Where kiln keeps the checkout state that later stages read.
+  returned: success
+  type: str
+"""
+
+import datetime
+import hashlib
+import json
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kiln.flatcar.plugins.module_utils._record import digest
+from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
+from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import CHECKOUT_STATE
+from ansible_collections.kiln.flatcar.plugins.module_utils._version import (
+    VERSIONFILE,
+    FlatcarVersion,
+    VersionError,
+    atomic_write,
+    read_versionfile,
+    versionfile_content,
+)
+
+GIT_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_AUTHOR_NAME": "kiln",
+    "GIT_AUTHOR_EMAIL": "kiln@localhost",
+    "GIT_COMMITTER_NAME": "kiln",
+    "GIT_COMMITTER_EMAIL": "kiln@localhost",
+}
+
+
+class Checkout:
+    def __init__(self, module):
+        self.module = module
+        p = module.params
+        self.dest = os.path.abspath(p["dest"])
+        self.state_path = os.path.join(self.dest, "__build__", "images", "kiln", CHECKOUT_STATE)
+        log_dir = os.path.join(self.dest, "__build__", "images", "kiln", "logs") if os.path.isdir(self.dest) else "/tmp"
+        self.runner = Runner(module, log_path=os.path.join(log_dir, "checkout.log"), env=GIT_ENV,
+                             env_allow=("GIT_SSH_COMMAND", "GIT_SSL_CAINFO"), fail_extra={"stage": "checkout"})
+        self.git = module.get_bin_path("git", required=True)
+
+    def g(self, *args, **kw):
+        return self.runner.run([self.git, "-C", self.dest] + list(args), **kw)
+
+    def q(self, *args):
+        rc, out, _err = self.runner.capture([self.git, "-C", self.dest] + list(args))
+        return out.strip() if rc == 0 else None
+
+    def patches(self):
+        result = []
+        for path in self.module.params["patches"]:
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read()
+            except OSError as exc:
+                self.module.fail_json(msg="cannot read patch %s: %s" % (path, exc.strerror))
+            result.append({"path": path, "sha256": hashlib.sha256(data).hexdigest()})
+        return result
+
+    def load_state(self):
+        try:
+            with open(self.state_path, "r", encoding="utf-8") as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            return {}
+
+    def resolve(self, ref):
+        for cand in ("refs/tags/%s^{commit}" % ref, "refs/remotes/origin/%s^{commit}" % ref, "%s^{commit}" % ref):
+            sha = self.q("rev-parse", "--verify", "--quiet", cand)
+            if sha:
+                return sha
+        return None
+
+    def describe(self, commit):
+        tags = self.q("for-each-ref", "--count=1", "--sort=-v:refname", "--format=%(refname:short)", "--points-at=" + commit, "refs/tags/*")
+        if tags:
+            return tags
+        return self.q("describe", "--tags", commit)
+
+    def dirty_files(self):
+        out = self.q("status", "--porcelain", "--untracked-files=no") or ""
+        files = [line[3:] for line in out.splitlines() if line.strip()]
+        return [f for f in files if f != VERSIONFILE]
+
+    def run(self):
+        module = self.module
+        p = module.params
+        patches = self.patches()
+        exists = os.path.isdir(os.path.join(self.dest, ".git"))
+        state = self.load_state() if exists else {}
+        want_key = digest({"repo": p["repo"], "ref": p["ref"], "upstream": p["upstream_repo"], "patches": [x["sha256"] for x in patches],
+                           "version": p["version"], "sdk_version": p["sdk_version"], "build_id": p["build_id"],
+                           "official": p["official"], "binhost": p["binhost"]})
+        head = self.q("rev-parse", "HEAD") if exists else None
+        if exists and not p["force"] and state.get("key") == want_key and head == state.get("commit") and self._versionfile_ok(state):
+            return self.result(False, state, "checkout is current")
+        if module.check_mode:
+            return dict(changed=True, reason="checkout would be created" if not exists else "checkout would be updated",
+                        commit=head, state_path=self.state_path, patches=patches)
+
+        if not exists:
+            if os.path.exists(self.dest) and os.listdir(self.dest):
+                module.fail_json(msg="%s exists and is not a git checkout: remove it or choose another dest" % self.dest)
+            parent = os.path.dirname(self.dest)
+            os.makedirs(parent, exist_ok=True)
+            self.runner.log_path = os.path.join(parent, ".kiln-checkout-%s.log" % os.path.basename(self.dest))
+            self.runner.run([self.git, "clone", "--no-checkout", p["repo"], self.dest],
+                            msg="git clone of %s failed: check the repo URL and network access" % p["repo"])
+            self._move_log()
+        else:
+            dirty = self.dirty_files()
+            if dirty and not p["force"]:
+                module.fail_json(msg="%s has local changes (%s): commit or stash them, or use force" % (self.dest, ", ".join(dirty[:5])))
+            self.g("fetch", "--tags", "--force", "origin", msg="git fetch from origin failed: check network access to %s" % p["repo"])
+        if p["upstream_repo"]:
+            self.g("fetch", "--tags", "--force", p["upstream_repo"],
+                   msg="fetching tags from %s failed (forks need upstream tags for git describe)" % p["upstream_repo"])
+        base = self.resolve(p["ref"])
+        if not base:
+            module.fail_json(msg="ref %r not found in %s: give an existing tag, branch or commit" % (p["ref"], p["repo"]))
+        self.g("checkout", "--force", "--detach", base, msg="git checkout of %s failed" % p["ref"])
+        self.g("clean", "-fdq", "-e", "__build__")
+        applied = []
+        for patch in patches:
+            res = self.g("am", "-3", "--committer-date-is-author-date", patch["path"], check=False)
+            if res.rc != 0:
+                self.g("am", "--abort", check=False)
+                self.g("checkout", "--force", "--detach", base, check=False)
+                self.runner.fail("patch %s does not apply to %s: rebase it onto that ref" % (os.path.basename(patch["path"]), p["ref"]), result=res)
+            applied.append(patch)
+        commit = self.q("rev-parse", "HEAD")
+        version = self.pin_version(base, state)
+        state = {"key": want_key, "repo": p["repo"], "ref": p["ref"], "base_commit": base, "commit": commit,
+                 "patches": applied, "version": version, "versionfile_sha256": self._versionfile_sha(),
+                 "updated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        atomic_write(self.state_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        return self.result(True, state, "checked out %s" % p["ref"])
+
+    def _move_log(self):
+        final = os.path.join(self.dest, "__build__", "images", "kiln", "logs", "checkout.log")
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        try:
+            os.replace(self.runner.log_path, final)
+            self.runner.log_path = final
+        except OSError:
+            pass
+
+    def _versionfile_sha(self):
+        try:
+            with open(os.path.join(self.dest, VERSIONFILE), "rb") as fh:
+                return hashlib.sha256(fh.read()).hexdigest()
+        except OSError:
+            return None
+
+    def _versionfile_ok(self, state):
+        return state.get("versionfile_sha256") and state.get("versionfile_sha256") == self._versionfile_sha()
+
+    def pin_version(self, base, state):
+        module = self.module
+        p = module.params
+        vpath = os.path.join(self.dest, VERSIONFILE)
+        try:
+            upstream = read_versionfile(vpath)
+        except VersionError as exc:
+            module.fail_json(msg="%s: is %s a Flatcar scripts repository?" % (exc, p["repo"]))
+        try:
+            text = p["version"] or self.describe(base)
+            if not text:
+                module.fail_json(msg="cannot derive a version for %s (no tags): set version, or upstream_repo for a fork" % p["ref"])
+            osv = FlatcarVersion.parse(text)
+            build_id = osv.build_id
+            if p["build_id"]:
+                build_id = p["build_id"]
+            if p["official"]:
+                if p["build_id"]:
+                    module.fail_json(msg="official builds have no build id: drop build_id or set official: false")
+                build_id = ""
+            elif not build_id:
+                # Pin once: reuse the id of an earlier run of this same checkout instead of a new date.
+                prev = (state.get("version") or {})
+                if prev.get("FLATCAR_VERSION_ID") == osv.version_id and prev.get("FLATCAR_BUILD_ID"):
+                    build_id = prev["FLATCAR_BUILD_ID"]
+                else:
+                    build_id = "kiln-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M")
+            osv = FlatcarVersion.from_parts(osv.version_id, build_id)
+            osv.prefix = FlatcarVersion.parse(text).prefix
+            sdk = FlatcarVersion.parse(p["sdk_version"] or upstream.get("FLATCAR_SDK_VERSION"), "SDK version")
+        except VersionError as exc:
+            module.fail_json(msg=str(exc))
+        extra = {"FLATCAR_DEV_BUILDS": p["binhost"]} if p["binhost"] else {}
+        content = versionfile_content(osv, sdk, extra)
+        try:
+            with open(vpath, "r", encoding="utf-8") as fh:
+                current = fh.read()
+        except OSError:
+            current = None
+        if current != content:
+            atomic_write(vpath, content)
+        fields = osv.as_dict()
+        fields["FLATCAR_SDK_VERSION"] = sdk.version
+        fields["channel"] = FlatcarVersion.parse(text).channel
+        return fields
+
+    def result(self, changed, state, reason):
+        return dict(changed=changed, reason=reason, commit=state.get("commit"), base_commit=state.get("base_commit"),
+                    version=state.get("version"), versionfile=os.path.join(self.dest, VERSIONFILE), patches=state.get("patches", []),
+                    state_path=self.state_path, log_path=self.runner.log_path)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            dest=dict(type="path", required=True),
+            repo=dict(type="str", default="https://github.com/flatcar/scripts.git"),
+            ref=dict(type="str", required=True),
+            upstream_repo=dict(type="str"),
+            patches=dict(type="list", elements="path", default=[]),
+            version=dict(type="str"),
+            sdk_version=dict(type="str"),
+            build_id=dict(type="str"),
+            official=dict(type="bool", default=False),
+            binhost=dict(type="str"),
+            force=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    for key, what in (("version", "version"), ("sdk_version", "SDK version")):
+        if module.params[key]:
+            try:
+                FlatcarVersion.parse(module.params[key], what)
+            except VersionError as exc:
+                module.fail_json(msg=str(exc))
+    module.exit_json(**Checkout(module).run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Shared helpers for kiln's tests: the collection on sys.path, running real ansible-playbook
+and collecting every task result through a test-only JSONL callback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(REPO, "build")
+COLLECTIONS = os.path.join(BUILD, "collections")
+CALLBACKS = os.path.join(REPO, "tests", "integration", "callback_plugins")
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+def ensure_collection_path():
+    """build/collections/ansible_collections/kiln/flatcar -> the work tree (for imports and Ansible)."""
+    link = os.path.join(COLLECTIONS, "ansible_collections", "kiln", "flatcar")
+    if not os.path.islink(link):
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        if os.path.exists(link):
+            raise RuntimeError("%s exists and is not a symlink" % link)
+        os.symlink(REPO, link)
+    if COLLECTIONS not in sys.path:
+        sys.path.insert(0, COLLECTIONS)
+    return COLLECTIONS
+
+
+def ansible_env(extra=None, events=None):
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_COLLECTIONS_PATH=ensure_collection_path(),
+        ANSIBLE_CALLBACK_PLUGINS=CALLBACKS,
+        ANSIBLE_CALLBACKS_ENABLED="kiln_jsonl",
+        ANSIBLE_HOST_KEY_CHECKING="False",
+        ANSIBLE_RETRY_FILES_ENABLED="False",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_LOCALHOST_WARNING="False",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
+        PATH=VENV_BIN + os.pathsep + env.get("PATH", ""),
+    )
+    if events:
+        env["KILN_TEST_EVENTS"] = events
+    if extra:
+        env.update(extra)
+    return env
+
+
+class PlaybookRun:
+    def __init__(self, proc, events_path):
+        self.rc = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.events = []
+        if os.path.exists(events_path):
+            with open(events_path, encoding="utf-8") as fh:
+                self.events = [json.loads(line) for line in fh if line.strip()]
+        self.stats = next((e["stats"] for e in self.events if e["event"] == "stats"), {})
+
+    def results(self, task=None, host=None, event=None):
+        out = []
+        for e in self.events:
+            if e["event"] == "stats":
+                continue
+            if task is not None and e.get("task") != task:
+                continue
+            if host is not None and e.get("host") != host:
+                continue
+            if event is not None and e["event"] != event:
+                continue
+            out.append(e)
+        return out
+
+    def result(self, task, host=None):
+        found = [e for e in self.results(task, host) if e["event"] in ("ok", "failed", "skipped", "unreachable")]
+        if not found:
+            raise AssertionError("no result for task %r\n%s\n%s" % (task, self.stdout[-4000:], self.stderr[-2000:]))
+        return found[-1]["result"]
+
+    def changed_total(self):
+        return sum(h.get("changed", 0) for h in self.stats.values())
+
+    def failed_total(self):
+        return sum(h.get("failures", 0) + h.get("unreachable", 0) for h in self.stats.values())
+
+    def __repr__(self):
+        return "PlaybookRun(rc=%s, stats=%s)" % (self.rc, self.stats)
+
+
+def run_playbook(playbook, inventory="localhost,", extra_vars=None, check=False, env=None, args=(), cwd=None,
+                 timeout=1800, prefix=None):
+    fd, events = tempfile.mkstemp(prefix="kiln-events-", suffix=".jsonl")
+    os.close(fd)
+    cmd = list(prefix or []) + [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, playbook]
+    if inventory == "localhost,":
+        cmd += ["-c", "local"]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars)]
+    if check:
+        cmd.append("--check")
+    cmd += list(args)
+    proc = subprocess.run(cmd, env=ansible_env(env, events), cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    run = PlaybookRun(proc, events)
+    os.unlink(events)
+    return run
+
+
+def run_module(module, args, check=False, env=None, timeout=1800):
+    """Run one module on localhost through a real ansible-playbook; return (result, PlaybookRun)."""
+    with tempfile.TemporaryDirectory(prefix="kiln-pb-") as tmp:
+        pb = os.path.join(tmp, "pb.yml")
+        with open(pb, "w", encoding="utf-8") as fh:
+            json.dump([{"hosts": "localhost", "gather_facts": False,
+                        "tasks": [{"name": "kiln under test", module: args}]}], fh)
+        run = run_playbook(pb, check=check, env=env, timeout=timeout)
+    return run.result("kiln under test"), run

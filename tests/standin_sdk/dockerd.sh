@@ -1,0 +1,92 @@
+#!/bin/bash
+# Start/stop/query the test machine's docker daemon the way .ci/run starts it:
+#   dockerd --bridge=none --iptables=false --ip6tables=false --ip-masq=false --ip-forward=false
+# on the default socket /var/run/docker.sock. Idempotent; a pid file records
+# the daemon *we* started so `stop` never kills a daemon somebody else owns.
+set -euo pipefail
+
+PIDFILE=${KILN_TEST_DOCKERD_PIDFILE:-/var/run/kiln-test-dockerd.pid}
+LOG=${KILN_TEST_DOCKERD_LOG:-/var/log/kiln-test-dockerd.log}
+WAIT=${KILN_TEST_DOCKERD_WAIT:-60}
+
+docker_ok() { docker info >/dev/null 2>&1; }
+
+our_pid() {
+    local pid
+    [[ -s ${PIDFILE} ]] || return 1
+    pid=$(<"${PIDFILE}")
+    [[ -d /proc/${pid} ]] || return 1
+    grep -q dockerd "/proc/${pid}/cmdline" 2>/dev/null || return 1
+    echo "${pid}"
+}
+
+cmd_status() {
+    if docker_ok; then
+        if pid=$(our_pid); then echo "running (pid ${pid}, started by dockerd.sh)"; else echo "running (not started by dockerd.sh)"; fi
+        return 0
+    fi
+    echo "not running"
+    return 3
+}
+
+cmd_start() {
+    if docker_ok; then
+        echo "dockerd already running"
+        return 0
+    fi
+    if ! command -v dockerd >/dev/null; then
+        echo "dockerd not installed" >&2
+        return 1
+    fi
+    if ! our_pid >/dev/null; then
+        # A stale socket from a dead daemon blocks startup.
+        if [[ -S /var/run/docker.sock ]] && ! pgrep -x dockerd >/dev/null; then
+            rm -f /var/run/docker.sock
+        fi
+        mkdir -p "$(dirname "${LOG}")" "$(dirname "${PIDFILE}")"
+        setsid dockerd --bridge=none --iptables=false --ip6tables=false \
+            --ip-masq=false --ip-forward=false >>"${LOG}" 2>&1 < /dev/null &
+        echo $! > "${PIDFILE}"
+    fi
+    local i
+    for ((i = 0; i < WAIT * 2; i++)); do
+        if docker_ok; then
+            echo "dockerd started (pid $(<"${PIDFILE}"))"
+            return 0
+        fi
+        if ! our_pid >/dev/null; then
+            echo "dockerd exited; see ${LOG}" >&2
+            tail -n 20 "${LOG}" >&2 || true
+            return 1
+        fi
+        sleep 0.5
+    done
+    echo "dockerd did not become ready within ${WAIT}s; see ${LOG}" >&2
+    return 1
+}
+
+cmd_stop() {
+    local pid i
+    if ! pid=$(our_pid); then
+        echo "no dockerd started by dockerd.sh"
+        rm -f "${PIDFILE}"
+        return 0
+    fi
+    kill -TERM "${pid}"
+    for ((i = 0; i < 60; i++)); do
+        [[ -d /proc/${pid} ]] || break
+        sleep 0.5
+    done
+    if [[ -d /proc/${pid} ]]; then
+        kill -KILL "${pid}" || true
+    fi
+    rm -f "${PIDFILE}"
+    echo "dockerd stopped"
+}
+
+case "${1:-}" in
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) cmd_status ;;
+    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
