@@ -303,28 +303,31 @@ def _owner_alive(state):
 
 
 def cleanup_stale(prefix, include_detached=False):
-    """Remove leftovers of crashed fleets whose id starts with ``prefix``:
+    """Remove leftovers of crashed fleets whose id starts with ``<prefix>-``:
     namespaces (and all processes in them), blackhole routes, registry entries.
     Fleets whose owner process is alive are left alone; CLI (detached) fleets only
     with ``include_detached``.  Returns a list of what was removed."""
     removed = []
+    # Snapshot namespaces and routes *before* reading the registry: a fleet records itself
+    # before creating anything, so whatever we list here is covered by the entries read next.
+    ns_names = sorted(os.listdir(NETNS_DIR)) if NETNS_DIR.is_dir() else []
+    routes = json.loads(_run(["ip", "-j", "route", "show", "proto", ROUTE_PROTO]).stdout or "[]")
     live_ns, live_nets = set(), set()
     for st in _registry_entries():
-        if st["fleet_id"].startswith(prefix) and (not _owner_alive(st) or
-                                                  (include_detached and st.get("detached"))):
-            Fleet._from_state(st)._teardown_state()
-            removed.append(f"fleet {st['fleet_id']}")
+        mine = st["fleet_id"].startswith(prefix + "-")
+        if mine and (not _owner_alive(st) or (include_detached and st.get("detached"))):
+            errors = Fleet._from_state(st)._teardown_state()
+            removed.append(f"fleet {st['fleet_id']}" + (f" (errors: {errors})" if errors else ""))
         else:
             live_ns.update(st.get("netns", []))
             if st.get("subnet"):      # also while the owner is between "recorded" and "route added"
                 live_nets.add(st["subnet"])
-    if NETNS_DIR.is_dir():
-        for name in sorted(os.listdir(NETNS_DIR)):
-            if name.startswith(prefix + "-") and name not in live_ns:
-                kill_netns(name)
-                _run(["ip", "netns", "del", name], check=False)
-                removed.append(f"netns {name}")
-    for route in json.loads(_run(["ip", "-j", "route", "show", "proto", ROUTE_PROTO]).stdout or "[]"):
+    for name in ns_names:
+        if name.startswith(prefix + "-") and name not in live_ns and (NETNS_DIR / name).exists():
+            kill_netns(name)
+            _run(["ip", "netns", "del", name], check=False)
+            removed.append(f"netns {name}")
+    for route in routes:
         if route.get("type") == "blackhole" and route["dst"] not in live_nets:
             _route_del_blackhole(route["dst"])
             removed.append(f"route blackhole {route['dst']}")
@@ -478,19 +481,16 @@ class Fleet:
         wd = self.workdir
         for sub in ("keys", "ssh", "sshd", "hosts", "logs"):
             (wd / sub).mkdir(parents=True, exist_ok=True)
-        # ControlPath must fit in sun_path (108); fall back to a short symlink.
+        # ControlPath (+ the 17-char temp suffix ssh adds) must fit in sun_path (108 bytes).
+        # Ansible resolves symlinks in control_path_dir, so a long workdir gets a short real
+        # per-fleet directory instead (removed at teardown).
         cp = wd / "cp"
-        cp.mkdir(exist_ok=True)
-        self._cp_link = None
-        if len(str(cp)) + 40 > 100:
-            link = Path(f"/tmp/{self.fleet_id}-cp")
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to(cp)
-            self._cp_link = str(link)
-            self._control_dir = link
-        else:
-            self._control_dir = cp
+        self._short_cp = None
+        if len(str(cp)) + 41 > 107:
+            cp = Path(f"/tmp/{self.fleet_id}-cp")
+            self._short_cp = str(cp)
+        cp.mkdir(mode=0o700, exist_ok=True)
+        self._control_dir = cp
         if not self.key.exists():
             _run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", f"{self.fleet_id}-client",
                   "-f", str(self.key)])
@@ -728,8 +728,8 @@ class Fleet:
                             cwd or self.host_root(host), input)
 
     def _ns_run(self, ns, argv, env, timeout, check, cwd, input):
-        if not self._up and not self.netns_created:
-            raise FleetError("fleet is not up")
+        if not (NETNS_DIR / ns).exists():     # never fall back to the root netns
+            raise FleetError(f"network namespace {ns} does not exist (fleet not up or torn down)")
         argv = [str(a) for a in argv]
         full = ["ip", "netns", "exec", ns, *argv]
         proc = subprocess.Popen(full, env=env, cwd=str(cwd), text=True, start_new_session=True,
@@ -805,7 +805,7 @@ class Fleet:
             "hosts": self.hosts, "groups": self.extra_groups, "addrs": self.addrs,
             "ctl_ip": self.ctl_ip, "ansible_bin": str(self.ansible_bin),
             "control_dir": str(getattr(self, "_control_dir", "")) or None,
-            "cp_link": getattr(self, "_cp_link", None),
+            "short_cp_dir": getattr(self, "_short_cp", None),
             "inventory": str(self.inventory), "ansible_cfg": str(self.ansible_cfg),
             "key": str(self.key),
             "sshd_pids": {h: p.pid for h, p in self._sshd.items()},
@@ -838,7 +838,7 @@ class Fleet:
         f.route_added = st.get("route_added", False)
         f.netns_created = list(st.get("netns") or [])
         f._control_dir = Path(st["control_dir"]) if st.get("control_dir") else f.workdir / "cp"
-        f._cp_link = st.get("cp_link")
+        f._short_cp = st.get("short_cp_dir")
         f._sshd = {}
         f._up = bool(f.netns_created)
         f._torn_down = False
@@ -903,8 +903,9 @@ class Fleet:
                 self.route_added = False
             except Exception as exc:
                 errors.append(str(exc))
-        if getattr(self, "_cp_link", None) and os.path.islink(self._cp_link):
-            os.unlink(self._cp_link)
+        short_cp = getattr(self, "_short_cp", None)     # short ControlPath dir outside the workdir
+        if short_cp and short_cp.startswith(f"/tmp/{self.fleet_id}-") and os.path.isdir(short_cp):
+            shutil.rmtree(short_cp, ignore_errors=True)
         if not errors:
             try:
                 (REGISTRY_DIR / f"{self.fleet_id}.json").unlink(missing_ok=True)
@@ -937,6 +938,7 @@ def fleet_fixture(workdir, **kwargs):
     if reason:
         pytest.skip(reason)
     kwargs.setdefault("name_prefix", "kft")
+    cleanup_stale(kwargs["name_prefix"])       # leftovers of crashed runs (dead owners only)
     with Fleet(workdir=workdir, **kwargs) as fleet:
         yield fleet
 
