@@ -52,11 +52,6 @@ apt_opts() {  # private lists + cache per arch: never touches the system's apt s
          "-o APT::Architecture=$1 -o APT::Architectures::=$1 -o APT::Sandbox::User=root"
 }
 
-candidate() {  # candidate VERSION of package $1 (empty if unknown)
-    # shellcheck disable=SC2046
-    apt-cache $O policy "$1" 2>/dev/null | awk '/Candidate:/ { print $2; exit }'
-}
-
 # ---- module dependency resolution -------------------------------------------
 mod_file() {  # path of module $1 under $MODROOT (names may use - or _)
     local n=$1 alt
@@ -105,8 +100,12 @@ build_arch() {
         pkgs="$pkgs grub-pc-bin dropbear-bin libc6 libcrypt1 zlib1g libtomcrypt1 libtommath1 libgmp10"
     fi
     stamp=""
+    local policy
+    # shellcheck disable=SC2086
+    policy=$(apt-cache $O policy $pkgs 2>/dev/null | awk '/^[^ ].*:$/ { sub(/:.*$/, ""); p = $0 } /^  Candidate:/ { print p "=" $2 }')
     for p in $pkgs; do
-        v=$(candidate "$p"); [ -n "$v" ] || die "no candidate version for $p"
+        v=$(printf '%s\n' "$policy" | awk -F= -v p="$p" '$1 == p { print $2; exit }')
+        case "$v" in ""|"(none)") die "no candidate version for $p" ;; esac
         stamp="$stamp$p=$v"$'\n'
     done
     stamp="${stamp}guest=$(cat "$HERE"/guest/* "$HERE/prepare_assets.sh" | sha256sum | cut -d' ' -f1)"$'\n'
@@ -117,11 +116,30 @@ build_arch() {
     fi
     WORK=$(mktemp -d "$DEST/.work-$ARCH.XXXXXX")
     trap 'rm -rf "$WORK"' EXIT
-    mkdir -p "$WORK/debs" "$WORK/x"
-    log "downloading: $pkgs"
-    # shellcheck disable=SC2086
-    (cd "$WORK/debs" && apt-get $O -qq download $pkgs >/dev/null) || die "apt-get download failed"
-    for p in "$WORK"/debs/*.deb; do dpkg-deb -x "$p" "$WORK/x"; done
+    mkdir -p "$WORK/x"
+    # .deb cache: only packages whose candidate version is not there yet are fetched
+    local debs=$DEST/.apt/$ARCH/debs missing="" want="" f
+    mkdir -p "$debs"
+    while IFS== read -r p v; do
+        case "$p" in ""|guest) continue ;; esac
+        f=$(ls "$debs/${p}_${v//:/%3a}_"*.deb 2>/dev/null | head -n1 || true)
+        if [ -z "$f" ]; then missing="$missing $p"; fi
+    done <<< "$stamp"
+    if [ -n "$missing" ]; then
+        log "downloading:$missing"
+        # shellcheck disable=SC2086
+        (cd "$debs" && apt-get $O -qq download $missing >/dev/null) || die "apt-get download failed"
+    fi
+    while IFS== read -r p v; do
+        case "$p" in ""|guest) continue ;; esac
+        f=$(ls "$debs/${p}_${v//:/%3a}_"*.deb 2>/dev/null | head -n1 || true)
+        [ -n "$f" ] || die "download of $p=$v did not produce a .deb"
+        want="$want $f"
+        dpkg-deb -x "$f" "$WORK/x"
+    done <<< "$stamp"
+    for f in "$debs"/*.deb; do  # drop superseded versions
+        case " $want " in *" $f "*) ;; *) rm -f "$f" ;; esac
+    done
 
     # kernel
     kver=${kpkg#linux-image-}

@@ -120,6 +120,10 @@ standin_path() {
         echo "${p}"; return
     fi
     local line src dest
+    # relative paths are relative to the SDK-side cwd (the scripts dir)
+    if [[ ${p} != /* ]]; then
+        p=$(realpath -m "/mnt/host/source/src/scripts/${p}")
+    fi
     while IFS= read -r line; do
         [[ -z ${line} ]] && continue
         src=${line%%:*}; dest=${line#*:}; dest=${dest%%:*}
@@ -237,7 +241,7 @@ standin_squashfs() {
     standin_touch_tree "${dir}"
     rm -f "${out}"
     mksquashfs "${dir}" "${out}" -all-root -no-xattrs -noappend -quiet \
-        -mkfs-time "${STANDIN_EPOCH}" -all-time "${STANDIN_EPOCH}" -no-progress >/dev/null
+        -no-progress >/dev/null
 }
 # EROFS DDI stand-in (real sysexts are signed EROFS DDIs; ours are unsigned EROFS)
 standin_erofs() {
@@ -257,8 +261,8 @@ standin_compress() {
     touch -h -d "@${STANDIN_EPOCH}" "${f}"
     case "${fmt}" in
         none|"") return 0 ;;
-        bz2) bzip2 -9 --keep --force "${f}" ;;
-        gz) gzip -n -9 --keep --force "${f}" ;;
+        bz2) if command -v lbzip2 >/dev/null; then lbzip2 --compress --keep --force "${f}"; else bzip2 -9 --keep --force "${f}"; fi ;;
+        gz) if command -v pigz >/dev/null; then pigz -n --keep --force "${f}"; else gzip -n --keep --force "${f}"; fi ;;
         zip) (cd "$(dirname "${f}")" && rm -f "$(basename "${f}").zip" && zip -X -q "$(basename "${f}").zip" "$(basename "${f}")") ;;
         zst) zstd --format=zstd -19 -k -q -f --no-progress "${f}" ;;
         *) die "Unsupported compression format ${fmt}" ;;

@@ -94,13 +94,15 @@ ign_user() {  # $1 = index into passwd.users
 
 ignition_run() {
     local v i n
-    if [ ! -s "$IGN_CONFIG" ]; then
+    # sysfs reports size 0 for fw_cfg "raw" files: copy first, then test.
+    cat "$IGN_CONFIG" > /tmp/ign.json 2>/dev/null || : > /tmp/ign.json
+    if [ ! -s /tmp/ign.json ]; then
         ign_log "no config provided by user"
         return 0
     fi
     ign_log "fetched user config from \"qemu\""
     IGN_FLAT=/tmp/ign.flat
-    awk -f /lib/kiln-standin/ignition.awk < "$IGN_CONFIG" > "$IGN_FLAT"
+    awk -f /lib/kiln-standin/ignition.awk < /tmp/ign.json > "$IGN_FLAT"
     if [ "$(head -c 5 "$IGN_FLAT")" = ERROR ]; then
         IGN_ERR=$(cut -f2 "$IGN_FLAT"); return 1
     fi

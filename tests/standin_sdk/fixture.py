@@ -1,0 +1,197 @@
+"""pytest helpers for the kiln stand-in Flatcar SDK (tests/standin_sdk).
+
+Typical use::
+
+    from tests.standin_sdk import fixture as sdk   # or import via sys.path
+    origin = sdk.make_scripts_origin(tmp_path / "origin", tags=["stable-4593.2.5"])
+    subprocess.run(["git", "clone", origin, str(checkout)], check=True)
+    sdk.instantiate(checkout, assets_dir=None)
+    if sdk.dockerd_start():
+        sdk.ensure_sdk_image("all", "4593.2.5")
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+STANDIN_DIR = Path(__file__).resolve().parent
+SCRIPTS_SRC = STANDIN_DIR / "scripts"
+DISK_SRC = STANDIN_DIR / "disk"
+DOCKERD_SH = STANDIN_DIR / "dockerd.sh"
+BUILD_SDK_IMAGE = STANDIN_DIR / "image" / "build-sdk-image.sh"
+
+_GIT_ENV = {
+    "GIT_AUTHOR_NAME": "kiln test",
+    "GIT_AUTHOR_EMAIL": "kiln-test@example.invalid",
+    "GIT_COMMITTER_NAME": "kiln test",
+    "GIT_COMMITTER_EMAIL": "kiln-test@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+_GITIGNORE = "__build__/\n.standin/\n.default_board\nsdk_container/.sdkenv\nsdk_container/.cache/\n"
+_VERSION_RE = re.compile(r"^(?:([a-z]+)-)?([0-9]+\.[0-9]+\.[0-9]+)(?:[-+](.*))?$")
+
+PathLike = Union[str, os.PathLike]
+
+
+def _git(repo: PathLike, *args: str, date: Optional[str] = None) -> str:
+    env = dict(os.environ, **_GIT_ENV)
+    if date:
+        env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = date
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, env=env,
+                          capture_output=True, text=True).stdout
+
+
+def versionfile_text(tag: str, sdk_version: Optional[str] = None) -> str:
+    """version.txt content for a tag like create_versionfile writes it."""
+    m = _VERSION_RE.match(tag)
+    if not m:
+        raise ValueError(f"not a Flatcar version/tag: {tag!r}")
+    vid, build_id = m.group(2), m.group(3) or ""
+    os_version = f"{vid}+{build_id}" if build_id else vid
+    sdk = sdk_version or os_version
+    return (f"FLATCAR_VERSION={os_version}\nFLATCAR_VERSION_ID={vid}\n"
+            f'FLATCAR_BUILD_ID="{build_id}"\nFLATCAR_SDK_VERSION={sdk}\n')
+
+
+def _copy_tree(dest: Path) -> None:
+    for item in SCRIPTS_SRC.iterdir():
+        if item.name in ("__build__", ".standin"):
+            continue
+        target = dest / item.name
+        if item.is_dir():
+            shutil.copytree(item, target, symlinks=True, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target)
+    disk_dest = dest / "build_library" / "standin_disk"
+    if DISK_SRC.is_dir():
+        shutil.copytree(DISK_SRC, disk_dest, symlinks=True, dirs_exist_ok=True)
+    (dest / ".gitignore").write_text(_GITIGNORE)
+
+
+def make_scripts_origin(dest_dir: PathLike, tags: Sequence[str] = ("stable-4593.2.5",),
+                        sdk_version: Optional[str] = None, branch: str = "main") -> str:
+    """Create a scripts-shaped git repo at dest_dir with one commit per tag.
+
+    Each commit writes sdk_container/.repo/manifests/version.txt for its tag
+    (SDK version = sdk_version or the tag's own version) and is tagged with it.
+    Returns a file:// URL usable as the clone origin.
+    """
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q", "-b", branch, str(dest)], check=True,
+                   env=dict(os.environ, **_GIT_ENV))
+    _copy_tree(dest)
+    vfile = dest / "sdk_container" / ".repo" / "manifests" / "version.txt"
+    base = 1700000000
+    if not tags:
+        _git(dest, "add", "-A")
+        _git(dest, "commit", "-q", "-m", "stand-in scripts", date=f"@{base} +0000")
+    for i, tag in enumerate(tags):
+        vfile.write_text(versionfile_text(tag, sdk_version))
+        _git(dest, "add", "-A")
+        _git(dest, "commit", "-q", "--allow-empty", "-m", f"New version: {tag}",
+             date=f"@{base + 60 * i} +0000")
+        _git(dest, "tag", "-f", tag)
+    return dest.resolve().as_uri()
+
+
+def add_commit(repo: PathLike, message: str = "change", path: str = "CHANGES") -> str:
+    """Add one commit on top (e.g. to get `git describe` = <tag>-1-g<sha>)."""
+    p = Path(repo) / path
+    with p.open("a") as f:
+        f.write(message + "\n")
+    _git(repo, "add", path)
+    _git(repo, "commit", "-q", "-m", message)
+    return _git(repo, "rev-parse", "HEAD").strip()
+
+
+def instantiate(checkout_dir: PathLike, assets_dir: Optional[PathLike] = None) -> Path:
+    """Prepare a clone for use: `.standin/` control dir and the assets pointer."""
+    checkout = Path(checkout_dir)
+    ctl = checkout / ".standin"
+    ctl.mkdir(parents=True, exist_ok=True)
+    disk_dest = checkout / "build_library" / "standin_disk"
+    if DISK_SRC.is_dir() and not disk_dest.exists():
+        shutil.copytree(DISK_SRC, disk_dest, symlinks=True)
+    if assets_dir is not None:
+        (ctl / "assets").write_text(str(Path(assets_dir).resolve()) + "\n")
+    return checkout
+
+
+def set_fail(checkout_dir: PathLike, steps: Union[str, Iterable[str], None]) -> None:
+    """Make the named step(s) fail (None/empty clears)."""
+    f = Path(checkout_dir) / ".standin" / "fail"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    if not steps:
+        f.unlink(missing_ok=True)
+        return
+    if isinstance(steps, str):
+        steps = [steps]
+    f.write_text("\n".join(steps) + "\n")
+
+
+def set_sleep(checkout_dir: PathLike, seconds: Optional[float]) -> None:
+    f = Path(checkout_dir) / ".standin" / "sleep"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    if not seconds:
+        f.unlink(missing_ok=True)
+    else:
+        f.write_text(f"{seconds}\n")
+
+
+# ---------------------------------------------------------------- docker ---
+
+def docker_available() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+def dockerd_start() -> bool:
+    """Start dockerd like .ci/run does (idempotent). True when docker works."""
+    if docker_available():
+        return True
+    if not shutil.which("dockerd"):
+        return False
+    subprocess.run([str(DOCKERD_SH), "start"], capture_output=True)
+    return docker_available()
+
+
+def dockerd_stop() -> None:
+    subprocess.run([str(DOCKERD_SH), "stop"], capture_output=True)
+
+
+def sdk_image_name(flavour: str, sdk_version: str) -> str:
+    return f"ghcr.io/flatcar/flatcar-sdk-{flavour}:{sdk_version.replace('+', '-')}"
+
+
+def ensure_sdk_image(flavour: str = "all", sdk_version: str = "4593.2.5",
+                     save_dir: Optional[PathLike] = None) -> str:
+    """Build (or reuse) the stand-in SDK image; returns its name."""
+    cmd = [str(BUILD_SDK_IMAGE)]
+    if save_dir is not None:
+        cmd += ["--save", str(save_dir)]
+    cmd += [flavour, sdk_version]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return sdk_image_name(flavour, sdk_version)
+
+
+def remove_containers(name_prefix: str) -> None:
+    """Force-remove containers whose name starts with name_prefix."""
+    if not docker_available():
+        return
+    out = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"],
+                         capture_output=True, text=True).stdout.split()
+    names = [n for n in out if n.startswith(name_prefix)]
+    if names:
+        subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
+
+
+def container_id(name: str) -> Optional[str]:
+    r = subprocess.run(["docker", "inspect", "--format", "{{.Id}}", name],
+                       capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else None
