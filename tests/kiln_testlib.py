@@ -97,7 +97,7 @@ def run_playbook(playbook, inventory="localhost,", extra_vars=None, check=False,
     os.close(fd)
     cmd = list(prefix or []) + [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, playbook]
     if inventory == "localhost,":
-        cmd += ["-c", "local"]
+        cmd += ["-c", "local", "-e", "ansible_python_interpreter=" + sys.executable]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
     if check:
@@ -110,12 +110,14 @@ def run_playbook(playbook, inventory="localhost,", extra_vars=None, check=False,
     return run
 
 
-def run_module(module, args, check=False, env=None, timeout=1800):
-    """Run one module on localhost through a real ansible-playbook; return (result, PlaybookRun)."""
+def run_module(module, args, check=False, env=None, timeout=1800, task_env=None):
+    """Run one module on localhost through a real ansible-playbook; return (result, PlaybookRun).
+    ``task_env`` becomes the task's ``environment:`` (the module's own environment)."""
     with tempfile.TemporaryDirectory(prefix="kiln-pb-") as tmp:
         pb = os.path.join(tmp, "pb.yml")
         with open(pb, "w", encoding="utf-8") as fh:
             json.dump([{"hosts": "localhost", "gather_facts": False,
-                        "tasks": [{"name": "kiln under test", module: args}]}], fh)
+                        "tasks": [dict({"name": "kiln under test", module: args},
+                                       **({"environment": task_env} if task_env else {}))]}], fh)
         run = run_playbook(pb, check=check, env=env, timeout=timeout)
     return run.result("kiln under test"), run

@@ -114,6 +114,24 @@ def tail_lines(path, count=40, max_bytes=65536):
     return lines[-count:]
 
 
+# Log lines that mean the fix is on the host, not in the build inputs.
+_DIAGNOSES = (
+    ("No space left on device", "disk full on the builder (free space under the checkout's __build__ directory and rerun)"),
+    ("Disk quota exceeded", "disk quota exceeded on the builder (raise the quota or free space, then rerun)"),
+    ("Cannot connect to the Docker daemon", "the Docker daemon is not running on the builder (start it and rerun)"),
+    ("Cannot allocate memory", "the builder ran out of memory (add memory or lower the parallelism, then rerun)"),
+)
+
+
+def diagnose(lines):
+    """A one-line cause when a log tail shows a host problem, else ''."""
+    for line in reversed(lines):
+        for needle, text in _DIAGNOSES:
+            if needle in line:
+                return text
+    return ""
+
+
 def build_env(allow=(), explicit=None, source=None):
     """Return the child environment: allow-listed names from ``source`` plus ``explicit`` values."""
     source = os.environ if source is None else source
@@ -159,9 +177,12 @@ class Runner:
         if not self.log_path:
             return
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        with open(self.log_path, "a", encoding="utf-8") as fh:
-            for line in str(text).splitlines() or [""]:
-                fh.write("### kiln %s %s\n" % (stamp, line))
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as fh:
+                for line in str(text).splitlines() or [""]:
+                    fh.write("### kiln %s %s\n" % (stamp, line))
+        except OSError:
+            pass  # a full disk must not hide the real failure
 
     def log_tail(self, count=40):
         return tail_lines(self.log_path, count)
@@ -199,13 +220,18 @@ class Runner:
         duration = round(time.monotonic() - start, 3)
         if err and log:
             # Only the wrapper itself can write here (e.g. the log file could not be opened).
-            with open(log, "a", encoding="utf-8", errors="replace") as fh:
-                fh.write(err if isinstance(err, str) else err.decode("utf-8", "replace"))
+            try:
+                with open(log, "a", encoding="utf-8", errors="replace") as fh:
+                    fh.write(err if isinstance(err, str) else err.decode("utf-8", "replace"))
+            except OSError:
+                pass
         if log == self.log_path:
             self.note("rc=%d after %.1fs" % (rc, duration))
         result = RunResult(rc, argv, log, duration)
         if check and rc != 0:
-            self.fail(msg or "%s failed with rc=%d" % (os.path.basename(argv[0]), rc), result=result)
+            msg = msg or "%s failed with rc=%d" % (os.path.basename(argv[0]), rc)
+            hint = diagnose(tail_lines(log, 200))
+            self.fail(hint + ": " + msg if hint else msg, result=result)
         return result
 
     def capture(self, argv, env=None, data=None, cwd=None, check=False, msg=None):

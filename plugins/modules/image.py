@@ -16,7 +16,8 @@ description:
     in it (path, role, size, sha256) in the build record, and returns them.
   - A rerun with the same inputs whose outputs still verify is skipped. When inputs changed, the new build goes to the
     next attempt directory (C(-a<N+1>)) so the previous artifacts are kept, unless O(replace=true).
-author: kiln developers
+author:
+  - kiln developers (@kiln-project)
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup

@@ -15,7 +15,8 @@ description:
   - Records the stage in the build record; a rerun with the same inputs is skipped while the container still holds
     the same binary package index.
   - Output streams to a log on the builder; safe under C(async) with C(poll=0).
-author: kiln developers
+author:
+  - kiln developers (@kiln-project)
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
@@ -150,7 +151,18 @@ def binpkg_state(stage):
     if not cid:
         return None, None, 0
     script = 'cd "$1" && sha256sum Packages | cut -d" " -f1 && find . -name "*.tbz2" -o -name "*.gpkg.tar" | wc -l'
-    rc, out, _err = stage.runner.capture(stage.engine_argv + ["exec", stage.container_name, "/bin/sh", "-c", script, "kiln", pkgdir(stage.board)])
+    # run_sdk_container stops a container it started when it exits; start it for the look and
+    # leave it as it was found.
+    _rc, running, _err = stage.runner.capture(stage.engine_argv + ["container", "inspect", "--format", "{{.State.Running}}", stage.container_name])
+    started = running.strip() != "true"
+    if started:
+        stage.runner.capture(stage.engine_argv + ["start", stage.container_name])
+    try:
+        rc, out, _err = stage.runner.capture(stage.engine_argv + ["exec", stage.container_name, "/bin/sh", "-c", script, "kiln",
+                                                                  pkgdir(stage.board)])
+    finally:
+        if started:
+            stage.runner.capture(stage.engine_argv + ["stop", "-t", "0", stage.container_name])
     lines = out.split() if rc == 0 else []
     if len(lines) < 2:
         return cid, None, 0

@@ -16,7 +16,8 @@ description:
   - Writes C(sdk_container/.repo/manifests/version.txt) once, with a pinned C(FLATCAR_BUILD_ID) (Flatcar#2041).
     Later stages run the SDK with C(run_sdk_container -U) so the file is never rewritten.
   - Never pushes anything.
-author: kiln developers
+author:
+  - kiln developers (@kiln-project)
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup

@@ -15,7 +15,8 @@ description:
     layout C(containers/<ver>/flatcar-sdk-<flavour>-<ver>.tar.zst), on a URL or a path on the builder.
   - The download is skipped when the local image ID equals the C(.id) file, as Flatcar's CI does.
   - The engine is detected like the SDK does it (docker preferred; podman when docker is absent or is podman).
-author: kiln developers
+author:
+  - kiln developers (@kiln-project)
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
@@ -132,6 +133,13 @@ from ansible_collections.kiln.flatcar.plugins.module_utils._version import VERSI
 LOAD_SCRIPT = 'set -o pipefail 2>/dev/null; zstd -dc -- "$1" | "$2" load'
 
 
+def _same_id(a, b):
+    """Image IDs compare with or without the 'sha256:' prefix (.id files are written both ways)."""
+    def norm(x):
+        return (x or "").strip().split(":", 1)[-1]
+    return bool(a) and bool(b) and norm(a) == norm(b)
+
+
 def _is_url(text):
     return text.startswith(("http://", "https://"))
 
@@ -196,13 +204,13 @@ class SdkImage:
             tar, idfile = self.cache_paths()
             expected = self.read_text(idfile).strip()
             result["expected_id"] = expected
-            if before == expected and not p["force"]:
+            if _same_id(before, expected) and not p["force"]:
                 return dict(result, changed=False, source="local", image=dict(ref=self.ref, id=before))
             if self.module.check_mode:
                 return dict(result, changed=True, source="cache", image=dict(ref=self.ref, id=None))
             self.load(tar)
             after = image_id(self.runner, self.engine_argv, self.ref)
-            if after != expected:
+            if not _same_id(after, expected):
                 self.runner.fail("loaded SDK image %s has ID %s but the cache's .id file says %s: the cache is inconsistent, "
                                  "rebuild the tarball" % (self.ref, after, expected))
             return dict(result, changed=after != before, source="cache", image=dict(ref=self.ref, id=after))

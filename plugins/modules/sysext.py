@@ -14,7 +14,8 @@ description:
     image stage, and records the resulting C(<name>.raw) in the build record as stage C(sysext:<name>).
   - All sysexts of a release must be signed with the same C(SYSEXT_SIGNING_KEY_DIR) as the image; set it through
     O(environment) when you manage the key yourself.
-author: kiln developers
+author:
+  - kiln developers (@kiln-project)
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup

@@ -17,7 +17,8 @@ description:
   - Vendor aliases are expanded like Flatcar's CI does (V(vmware) gives V(vmware), V(vmware_ova), V(vmware_raw);
     V(ami)/V(aws) give V(ami), V(ami_vmdk)). V(qemu) is not a valid format any more; V(qemu_uefi) also produces the
     BIOS C(qemu) launcher on amd64.
-author: kiln developers
+author:
+  - kiln developers (@kiln-project)
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
@@ -138,6 +139,22 @@ def expand_formats(module, formats):
     return result
 
 
+def make_executor(stage, flags, fmt, build_dir, comp):
+    """The work of one format: run image_to_vm.sh and record what it wrote."""
+    prefix = "flatcar_production_%s" % fmt
+
+    def execute():
+        before = snapshot(build_dir)
+        stage.runner.run(stage.sdk_command(["./image_to_vm.sh"] + flags), msg="image_to_vm.sh --format=%s failed: see the log" % fmt)
+        files = set(changed_files(before, snapshot(build_dir)))
+        files.update(f for f in list_files(build_dir) if os.path.basename(f).startswith(prefix))
+        if not files:
+            stage.runner.fail("image_to_vm.sh --format=%s wrote nothing into %s" % (fmt, build_dir))
+        return [stage.describe(f, role_of(f)) for f in sorted(files)], {"format": fmt, "compression": comp}
+
+    return execute
+
+
 def main():
     spec = dict(COMMON_ARGS)
     spec.update(
@@ -185,19 +202,7 @@ def main():
             flags.append("--mem=" + p["mem"])
         inputs = stage.base_inputs(previous="image")
         inputs["flags"] = flags
-        prefix = "flatcar_production_%s" % fmt
-
-        def execute(stage=stage, flags=flags, fmt=fmt, prefix=prefix):
-            before = snapshot(build_dir)
-            stage.runner.run(stage.sdk_command(["./image_to_vm.sh"] + flags), msg="image_to_vm.sh --format=%s failed: see the log" % fmt)
-            after = snapshot(build_dir)
-            files = set(changed_files(before, after))
-            files.update(f for f in list_files(build_dir) if os.path.basename(f).startswith(prefix))
-            if not files:
-                stage.runner.fail("image_to_vm.sh --format=%s wrote nothing into %s" % (fmt, build_dir))
-            return [stage.describe(f, role_of(f)) for f in sorted(files)], {"format": fmt, "compression": comp}
-
-        res = stage.run(inputs, execute)
+        res = stage.run(inputs, make_executor(stage, flags, fmt, build_dir, comp))
         results[fmt] = dict(changed=res["changed"], reason=res["reason"], compression=comp, outputs=res["outputs"], log_path=res["log_path"])
     module.exit_json(changed=any(r["changed"] for r in results.values()), formats=results, build_dir=build_dir, record_path=record_path)
 

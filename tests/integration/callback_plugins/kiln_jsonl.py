@@ -28,8 +28,12 @@ class CallbackModule(CallbackBase):
             fh.write(json.dumps(record, default=str) + "\n")
 
     def _res(self, event, result):
-        self._write({"event": event, "host": result._host.get_name(), "task": result._task.get_name(),
-                     "result": self._clean(result._result)})
+        res = self._clean(result._result)
+        if event == "failed":
+            res["failed"] = True
+        elif event == "unreachable":
+            res["unreachable"] = True
+        self._write({"event": event, "host": result._host.get_name(), "task": result._task.get_name(), "result": res})
 
     @staticmethod
     def _clean(res):

@@ -1,0 +1,56 @@
+# kiln.flatcar — developer entry points. Two commands for a newcomer:
+#   sudo make deps     # Debian/Ubuntu packages + the Python venv
+#   make test          # sanity, lint, unit and integration tests
+SHELL := /bin/bash
+VENV ?= $(CURDIR)/.venv
+PY312 ?= $(shell PYENV_VERSION=3.12.1 pyenv which python3 2>/dev/null || command -v python3.12 || command -v python3)
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build/collections
+
+.PHONY: deps apt venv test sanity lint unit integration demo demo-clean bench collection changelog-lint
+
+deps: apt venv
+
+apt:
+	hack/install-apt-deps.sh
+
+venv: $(VENV)/.kiln-venv-ok
+
+$(VENV)/.kiln-venv-ok: requirements-dev.txt
+	$(PY312) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	hack/seed-ansible-test-pip.sh $(PY)
+	touch $@
+
+test: venv sanity lint unit integration
+
+collection-path:
+	$(PY) -c 'import sys; sys.path.insert(0, "tests"); import kiln_testlib; kiln_testlib.ensure_collection_path()'
+
+sanity: venv
+	cd $$(hack/ansible-test-tree.sh) && $(VENV)/bin/ansible-test sanity --local --python 3.12 --color no
+
+lint: venv collection-path
+	$(VENV)/bin/ansible-lint --offline --profile production playbooks/ roles/
+	$(VENV)/bin/antsibull-changelog lint
+
+unit: venv collection-path
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+integration: venv collection-path
+	$(PY) -m pytest tests/integration -q -x $(PYTEST_ARGS)
+
+collection: venv
+	rm -rf build/galaxy && mkdir -p build/galaxy
+	$(VENV)/bin/ansible-galaxy collection build --output-path build/galaxy .
+
+demo: venv collection-path
+	hack/demo.sh up
+
+demo-clean:
+	hack/demo.sh down
+
+bench: venv collection-path
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
