@@ -1,0 +1,203 @@
+# Copyright (c) kiln developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# This module util is PRIVATE to kiln.flatcar. It can change at any time. Do not use it from other collections.
+
+"""Flatcar-compatible ``.DIGESTS`` files, computed in one read pass per file.
+
+``create_digests`` in flatcar/scripts ``ci-automation/ci_automation_common.sh`` writes, for each hash
+type md5, sha1 and sha512 in that order::
+
+    echo "# ${hash_type} HASH" | tr "a-z" "A-Z"      ->  "# MD5 HASH\\n"
+    echo "${output%% *}  ${fbn}"                      ->  "<hex>  <basename>\\n"
+
+no blank lines, no trailing extras. ``output`` is the first field of ``<type>sum <file>``; coreutils
+prefixes that field with a backslash when the file name holds a backslash or a newline, which is
+reproduced here. kiln also computes sha256 in the same pass (for the build record).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+CHUNK = 4 * 1024 * 1024
+DIGESTS_SUFFIX = ".DIGESTS"
+# create_digests: list_files ... 'asc,gpg,sig,DIGESTS'
+SKIP_SUFFIXES = (".asc", ".gpg", ".sig", ".DIGESTS")
+SECTIONS = (("md5", "# MD5 HASH"), ("sha1", "# SHA1 HASH"), ("sha512", "# SHA512 HASH"))
+
+
+class DigestsError(Exception):
+    """A DIGESTS problem; the message is one line."""
+
+
+def hash_file(path, algorithms=("md5", "sha1", "sha512", "sha256"), chunk=CHUNK):
+    """Hex digests of ``path`` for every algorithm, reading the file exactly once."""
+    hashers = [(name, hashlib.new(name)) for name in algorithms]
+    updates = [h.update for _name, h in hashers]
+    size = 0
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            n = fh.readinto(buf)
+            if not n:
+                break
+            size += n
+            block = view[:n]
+            for update in updates:
+                update(block)
+    result = dict((name, h.hexdigest()) for name, h in hashers)
+    result["size"] = size
+    return result
+
+
+def _sum_field(hexdigest, basename):
+    # coreutils escapes names with '\\' or '\n' and marks the line with a leading backslash
+    if "\\" in basename or "\n" in basename:
+        return "\\" + hexdigest
+    return hexdigest
+
+
+def render(basename, hashes):
+    """The exact bytes ``create_digests`` writes for a file called ``basename``."""
+    lines = []
+    for algo, header in SECTIONS:
+        lines.append(header)
+        lines.append("%s  %s" % (_sum_field(hashes[algo], basename), basename))
+    return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+
+
+def digests_path(path):
+    return path + DIGESTS_SUFFIX
+
+
+def is_signable(path):
+    return not path.endswith(SKIP_SUFFIXES)
+
+
+def parse(text):
+    """{algorithm: [(hex, name), ...]} from DIGESTS text (also accepts the clear text of a .asc)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "surrogateescape")
+    headers = dict((h, a) for a, h in SECTIONS)
+    headers.update({"# SHA256 HASH": "sha256", "# B2 HASH": "b2"})
+    found = {}
+    current = None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            current = headers.get(line.strip())
+            if current is None:
+                current = line.strip()[2:].split()[0].lower()
+            continue
+        if current is None:
+            raise DigestsError("hash line before any '# <TYPE> HASH' header")
+        parts = line.split("  ", 1)
+        if len(parts) != 2:
+            raise DigestsError("malformed digest line %r" % line[:80])
+        found.setdefault(current, []).append((parts[0].lstrip("\\"), parts[1]))
+    return found
+
+
+def check(text, basename, hashes):
+    """None when every md5/sha1/sha512 line for ``basename`` in ``text`` matches ``hashes``, else a reason."""
+    try:
+        parsed = parse(text)
+    except DigestsError as exc:
+        return str(exc)
+    checked = 0
+    for algo in ("md5", "sha1", "sha512", "sha256"):
+        for hexdigest, name in parsed.get(algo, []):
+            if name != basename:
+                continue
+            if algo not in hashes:
+                continue
+            checked += 1
+            if hexdigest.lower() != hashes[algo]:
+                return "%s digest does not match" % algo.upper()
+    if not checked:
+        return "no digest for %s" % basename
+    return None
+
+
+def clearsigned_text(armored):
+    """The signed text of an OpenPGP clearsigned message (dash-escaping removed), or None."""
+    if isinstance(armored, bytes):
+        armored = armored.decode("utf-8", "surrogateescape")
+    lines = armored.splitlines()
+    try:
+        start = lines.index("-----BEGIN PGP SIGNED MESSAGE-----")
+    except ValueError:
+        return None
+    i = start + 1
+    while i < len(lines) and lines[i].strip():  # armor headers (Hash: ...)
+        i += 1
+    i += 1
+    body = []
+    while i < len(lines) and lines[i] != "-----BEGIN PGP SIGNATURE-----":
+        line = lines[i]
+        body.append(line[2:] if line.startswith("- ") else line)
+        i += 1
+    if i >= len(lines):
+        return None
+    return "\n".join(body) + "\n"
+
+
+def write_atomic(path, data, mode=0o644):
+    tmp = "%s.kiln-tmp-%d" % (path, os.getpid())
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, mode)
+    os.rename(tmp, path)
+
+
+def record_location(record_path=None, scripts_dir=None, board=None, build_root=None):
+    """(record_path, build_root) for the record options every signing module takes, or (None, build_root).
+
+    ``record_path`` wins; else ``scripts_dir`` + ``board`` give
+    ``<scripts_dir>/__build__/images/kiln/<board>/<FLATCAR_VERSION>/build-record.json``.
+    The build root defaults to four levels above the record, so a tree copied to a signer host
+    (artifacts and record at the same relative paths) works as is.
+    """
+    if record_path:
+        record_path = os.path.abspath(record_path)
+        root = build_root or os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(record_path))))
+        return record_path, os.path.abspath(root)
+    if scripts_dir:
+        if not board:
+            raise DigestsError("scripts_dir needs board to find the build record")
+        # imported here so the pure digest helpers stay importable without the collection
+        from ansible_collections.kiln.flatcar.plugins.module_utils._version import (
+            VERSIONFILE, FlatcarVersion, read_versionfile)
+        from ansible_collections.kiln.flatcar.plugins.module_utils._record import record_path as _record_path
+        scripts_dir = os.path.abspath(scripts_dir)
+        try:
+            vf = read_versionfile(os.path.join(scripts_dir, VERSIONFILE))
+            version = FlatcarVersion.parse(vf["FLATCAR_VERSION"], "FLATCAR_VERSION in version.txt")
+        except (OSError, KeyError, ValueError) as exc:
+            raise DigestsError("cannot read the version of %s: %s" % (scripts_dir, exc))
+        root = os.path.abspath(build_root or os.path.join(scripts_dir, "__build__", "images"))
+        return _record_path(root, board, version.version), root
+    return None, os.path.abspath(build_root) if build_root else None
+
+
+def recorded_files(record_data, skip_roles=("signature",)):
+    """{relative path: output entry} over every stage of a record, later stages winning."""
+    found = {}
+    stages = record_data.get("stages", {})
+    order = list(record_data.get("stage_order", [])) + [n for n in stages if n not in record_data.get("stage_order", [])]
+    for name in order:
+        stage = stages.get(name) or {}
+        for out in stage.get("outputs", []):
+            if out.get("role") in skip_roles:
+                continue
+            entry = dict(out)
+            entry["stage"] = name
+            found[out["path"]] = entry
+    return found

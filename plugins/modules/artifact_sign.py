@@ -1,0 +1,487 @@
+#!/usr/bin/python
+# Copyright (c) kiln developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: artifact_sign
+short_description: Write Flatcar-compatible DIGESTS and GnuPG signatures for build artifacts
+version_added: 0.1.0
+description:
+  - For every selected file writes C(<file>.DIGESTS) byte-compatible with Flatcar's C(create_digests)
+    (sections C(# MD5 HASH), C(# SHA1 HASH), C(# SHA512 HASH)), computed in one read pass per file;
+    C(<file>.DIGESTS.asc) (clearsigned) and C(<file>.sig) (binary detached signature) as C(sign_artifacts) does;
+    and, like C(sign_artifacts <signer> <file>*), C(<file>.DIGESTS.sig).
+  - Before anything is signed every selected file that the build record lists must still have its recorded sha256;
+    otherwise nothing is signed and the task fails naming the file.
+  - Files already correctly signed by the same key (DIGESTS match, signatures verify with that key) are skipped;
+    a changed file is re-hashed and re-signed. All new files are written under temporary names and renamed into
+    place only after every signature succeeded, so a failure (wrong passphrase, expired key) leaves nothing signed.
+  - Records the signer fingerprint and the signature files in the build record (stage C(sign)).
+  - The key is chosen by full fingerprint. A passphrase goes to gpg on stdin (C(--pinentry-mode loopback
+    --passphrase-fd 0)), never on the command line. A key or signing subkey expiring within O(expire_warn_days)
+    gives a warning; an expired one fails.
+author: kiln developers
+extends_documentation_fragment:
+  - kiln.flatcar._attributes
+  - kiln.flatcar._attributes.actiongroup
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  files:
+    description:
+      - Files to sign. Relative paths are taken relative to O(directory), else to the build root.
+      - Names ending in C(.asc), C(.gpg), C(.sig) or C(.DIGESTS) are skipped, as C(create_digests) does.
+    type: list
+    elements: path
+  directory:
+    description:
+      - Sign every regular file under this directory (recursively, symlinks skipped) that is not itself a
+        signature or DIGESTS file.
+    type: path
+  record_path:
+    description:
+      - Build record (C(<build_root>/kiln/<board>/<version>/build-record.json)). On a signer host, copy the record
+        with the artifacts keeping their paths relative to the build root.
+      - Without O(files) and O(directory), every output the record lists (except signatures) is signed.
+    type: path
+  scripts_dir:
+    description: Flatcar scripts checkout; with O(board) locates the build record like the build modules do.
+    type: path
+  board:
+    description: Board of the build (with O(scripts_dir)).
+    type: str
+    choices: [amd64-usr, arm64-usr]
+  build_root:
+    description: Build root the record's relative paths refer to. Defaults to four directories above the record.
+    type: path
+  allow_unrecorded:
+    description: With a build record, also sign selected files the record does not list (they cannot be checked).
+    type: bool
+    default: false
+  key_fingerprint:
+    description: Full fingerprint (40 hex digits) of the signing key. Short ids and user ids are refused.
+    type: str
+    required: true
+  gnupghome:
+    description: GnuPG home holding the secret key. Defaults to gpg's own default (C(~/.gnupg)).
+    type: path
+  passphrase:
+    description: Passphrase of the secret key, fed to gpg on stdin. Omit for unprotected keys, smartcards or a primed agent.
+    type: str
+  expire_warn_days:
+    description: Warn when the key or its signing subkey expires within this many days.
+    type: int
+    default: 30
+  digest_algo:
+    description: Hash algorithm of the OpenPGP signatures.
+    type: str
+    default: SHA512
+    choices: [SHA256, SHA384, SHA512]
+  sign_digests_file:
+    description: Also write C(<file>.DIGESTS.sig) (C(sign_artifacts) on C(<file>*) signs the DIGESTS file too).
+    type: bool
+    default: true
+  force:
+    description: Re-sign every file even when its signatures are current.
+    type: bool
+    default: false
+  log_path:
+    description: Log file for the gpg runs. Defaults to C(logs/sign.log) next to the build record, else a private temporary directory.
+    type: path
+notes:
+  - gpg-agent caches passphrases (default 10 minutes); set C(default-cache-ttl 0) in the signer's C(gpg-agent.conf)
+    (the M(kiln.flatcar.signer) role does) so a passphrase is always checked.
+seealso:
+  - module: kiln.flatcar.artifact_verify
+"""
+
+EXAMPLES = r"""
+- name: Sign the image artifacts listed in the build record copied to the signer
+  kiln.flatcar.artifact_sign:
+    record_path: /srv/signing/images/kiln/amd64-usr/4593.2.5/build-record.json
+    key_fingerprint: 0123456789ABCDEF0123456789ABCDEF01234567
+    gnupghome: /var/lib/kiln-signer/gnupg
+    passphrase: "{{ vault_signing_passphrase }}"
+
+- name: Sign a directory without a record
+  kiln.flatcar.artifact_sign:
+    directory: /srv/release/4593.2.5
+    key_fingerprint: 0123456789ABCDEF0123456789ABCDEF01234567
+"""
+
+RETURN = r"""
+changed:
+  description: Whether any file was (or in check mode would be) signed, or the record was updated.
+  returned: always
+  type: bool
+signed:
+  description: Files signed by this run (absolute paths).
+  returned: success
+  type: list
+  elements: str
+unchanged:
+  description: Files whose DIGESTS and signatures were already current.
+  returned: success
+  type: list
+  elements: str
+files:
+  description: Per file, its hashes and signature files.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: Absolute path of the artifact.
+      type: str
+    size:
+      description: Size in bytes.
+      type: int
+    sha256:
+      description: SHA-256 (hex), computed in the same pass as the DIGESTS.
+      type: str
+    sha512:
+      description: SHA-512 (hex).
+      type: str
+    digests:
+      description: Path of the C(.DIGESTS) file.
+      type: str
+    signatures:
+      description: Paths of the C(.DIGESTS.asc), C(.sig) and C(.DIGESTS.sig) files.
+      type: list
+      elements: str
+    action:
+      description: V(signed) or V(unchanged).
+      type: str
+    reason:
+      description: Why the file was (re-)signed.
+      type: str
+signer_fingerprint:
+  description: Fingerprint of the primary key.
+  returned: success
+  type: str
+signing_key_fingerprint:
+  description: Fingerprint of the (sub)key that makes the signatures.
+  returned: success
+  type: str
+key_expires:
+  description: Expiry of the signing (sub)key (ISO date) or V(never).
+  returned: success
+  type: str
+record_path:
+  description: Build record that was checked and updated.
+  returned: when a record is used
+  type: str
+log_path:
+  description: Log of the gpg runs.
+  returned: always
+  type: str
+"""
+
+import os
+import tempfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kiln.flatcar.plugins.module_utils import _digests
+from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import list_files
+from ansible_collections.kiln.flatcar.plugins.module_utils._gpg import Gpg, GpgError, normalize_fingerprint, signing_key_status
+from ansible_collections.kiln.flatcar.plugins.module_utils._record import (
+    BuildRecord,
+    RecordError,
+    describe_output,
+    digest,
+)
+from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
+
+STAGE = "sign"
+
+
+def default_log(record_path):
+    if record_path:
+        return os.path.join(os.path.dirname(record_path), "logs", STAGE + ".log")
+    base = os.path.join(tempfile.gettempdir(), "kiln-%d" % os.getuid())
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    return os.path.join(base, "artifact_sign.log")
+
+
+def select_files(module, p, root, recorded):
+    chosen = []
+    if p["files"]:
+        base = p["directory"] or root
+        for f in p["files"]:
+            if not os.path.isabs(f):
+                if not base:
+                    module.fail_json(msg="file %s is relative but there is no directory or build root to resolve it" % f)
+                f = os.path.join(base, f)
+            chosen.append(os.path.abspath(f))
+    elif p["directory"]:
+        chosen = list_files(p["directory"])
+    elif recorded is not None:
+        chosen = [os.path.join(root, rel) for rel in sorted(recorded)]
+    else:
+        module.fail_json(msg="nothing to sign: give files, directory, record_path or scripts_dir + board")
+    out = []
+    for f in chosen:
+        if not _digests.is_signable(f) or ".kiln-tmp" in os.path.basename(f):
+            continue
+        if not os.path.isfile(f):
+            module.fail_json(msg="%s does not exist: nothing was signed" % f)
+        out.append(f)
+    if not out:
+        module.fail_json(msg="no signable files selected (signature and DIGESTS files are skipped)")
+    return sorted(set(out))
+
+
+def outputs_for(path, sign_digests_file):
+    df = _digests.digests_path(path)
+    sigs = [df + ".asc", path + ".sig"]
+    if sign_digests_file:
+        sigs.append(df + ".sig")
+    return df, sigs
+
+
+def current_state(gpg, path, hashes, expected_digests, primary, sign_digests_file):
+    """None when the existing DIGESTS and signatures are correct for this key, else the reason to sign."""
+    df, sigs = outputs_for(path, sign_digests_file)
+    try:
+        with open(df, "rb") as fh:
+            existing = fh.read()
+    except OSError:
+        return "no DIGESTS"
+    if existing != expected_digests:
+        return "DIGESTS out of date (file changed)"
+    for s in sigs:
+        if not os.path.isfile(s):
+            return "%s missing" % os.path.basename(s)
+    asc = sigs[0]
+    with open(asc, "rb") as fh:
+        clear = _digests.clearsigned_text(fh.read())
+    if clear is None or clear.encode("utf-8", "surrogateescape") != expected_digests:
+        return "DIGESTS.asc does not hold the current DIGESTS"
+    checks = [(asc, None), (path + ".sig", path)]
+    if sign_digests_file:
+        checks.append((df + ".sig", df))
+    for sig, data in checks:
+        info = gpg.verify(sig, data)
+        if not info["valid"]:
+            return "%s: %s" % (os.path.basename(sig), info["reason"] or "does not verify")
+        if primary not in (info["primary"], info["fingerprint"]):
+            return "%s is signed by another key (%s)" % (os.path.basename(sig), info["primary"])
+    return None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            files=dict(type="list", elements="path"),
+            directory=dict(type="path"),
+            record_path=dict(type="path"),
+            scripts_dir=dict(type="path"),
+            board=dict(type="str", choices=["amd64-usr", "arm64-usr"]),
+            build_root=dict(type="path"),
+            allow_unrecorded=dict(type="bool", default=False),
+            key_fingerprint=dict(type="str", required=True),
+            gnupghome=dict(type="path"),
+            passphrase=dict(type="str", no_log=True),
+            expire_warn_days=dict(type="int", default=30),
+            digest_algo=dict(type="str", default="SHA512", choices=["SHA256", "SHA384", "SHA512"]),
+            sign_digests_file=dict(type="bool", default=True),
+            force=dict(type="bool", default=False),
+            log_path=dict(type="path"),
+        ),
+        required_together=[("scripts_dir", "board")],
+        mutually_exclusive=[("record_path", "scripts_dir")],
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        fpr = normalize_fingerprint(p["key_fingerprint"])
+        record_path, root = _digests.record_location(p["record_path"], p["scripts_dir"], p["board"], p["build_root"])
+    except (GpgError, _digests.DigestsError) as exc:
+        module.fail_json(msg=str(exc))
+    log_path = p["log_path"] or default_log(record_path)
+    result = {"changed": False, "log_path": log_path}
+
+    record = None
+    recorded = None
+    if record_path:
+        result["record_path"] = record_path
+        try:
+            record = BuildRecord.open(record_path, create=False, read_only=module.check_mode)
+        except RecordError as exc:
+            module.fail_json(msg=str(exc), **result)
+        recorded = _digests.recorded_files(record.data)
+
+    state = {"begun": False}
+
+    def on_failure(msg, payload):
+        if record is not None and not module.check_mode:
+            # a refusal before signing is recorded too (begin() not yet called: fail() creates the entry)
+            record.fail(STAGE, msg, details={"rc": payload.get("rc")})
+        if record is not None:
+            record.close()
+
+    runner = Runner(module, log_path=log_path, fail_extra=dict(result), on_failure=on_failure)
+    if module.get_bin_path("gpg") is None:
+        runner.fail("gpg not found on this host: install gnupg")
+    gpg = Gpg(runner, p["gnupghome"])
+    try:
+        _run(module, p, runner, gpg, fpr, record, recorded, root, result, state)
+    finally:
+        gpg.close()
+
+
+def _run(module, p, runner, gpg, fpr, record, recorded, root, result, state):
+    files = select_files(module, p, root, recorded)
+
+    # 1. the key: present, secret part here, not expired
+    key = gpg.list_key(fpr, secret=True)
+    if key is None:
+        runner.fail("secret key %s is not in the GnuPG home %s: import it (role kiln.flatcar.signer) or fix key_fingerprint; "
+                    "nothing was signed" % (fpr, gpg.homedir or "~/.gnupg"))
+    primary = key["fingerprint"]
+    try:
+        chosen, warnings = signing_key_status(key, p["expire_warn_days"])
+    except GpgError as exc:
+        runner.fail("%s; nothing was signed" % exc)
+    for w in warnings:
+        module.warn(w)
+    result.update(signer_fingerprint=primary, signing_key_fingerprint=chosen["fingerprint"],
+                  key_expires=time.strftime("%Y-%m-%d", time.gmtime(chosen["expires"])) if chosen["expires"] else "never")
+
+    # 2. one read pass per file; every recorded file must still match the record
+    entries = []
+    for f in files:
+        hashes = _digests.hash_file(f)
+        rel = os.path.relpath(f, root) if root else None
+        if recorded is not None:
+            rec = recorded.get(rel) if rel and not rel.startswith("..") else None
+            if rec is None:
+                if not p["allow_unrecorded"]:
+                    runner.fail("%s is not listed in the build record %s: refusing to sign it (allow_unrecorded: true "
+                                "to sign it anyway); nothing was signed" % (f, record.path))
+            elif rec.get("sha256") != hashes["sha256"] or rec.get("size") != hashes["size"]:
+                runner.fail("%s no longer matches the build record (sha256 %s, recorded %s from stage %s): refusing to sign; "
+                            "nothing was signed" % (f, hashes["sha256"][:16], str(rec.get("sha256"))[:16], rec.get("stage")))
+        entries.append((f, hashes, _digests.render(os.path.basename(f), hashes)))
+
+    # 3. what needs signing
+    plan = []
+    for f, hashes, text in entries:
+        reason = "force" if p["force"] else current_state(gpg, f, hashes, text, primary, p["sign_digests_file"])
+        plan.append((f, hashes, text, reason))
+    to_sign = [x for x in plan if x[3]]
+
+    inputs = {
+        "stage": STAGE,
+        "key": primary,
+        "files": [[os.path.relpath(f, root) if root else f, h["sha256"]] for f, h, _t, _r in plan],
+        "digest_algo": p["digest_algo"],
+        "sign_digests_file": p["sign_digests_file"],
+    }
+    input_digest = digest(inputs)
+    record_current = False
+    if record is not None:
+        stage = record.stage(STAGE)
+        record_current = bool(stage and stage.get("status") == "passed" and stage.get("input_digest") == input_digest
+                              and not record.verify_outputs(STAGE, build_root=root))
+
+    result["files"] = []
+    result["signed"] = [x[0] for x in to_sign]
+    result["unchanged"] = [x[0] for x in plan if not x[3]]
+    for f, h, _t, reason in plan:
+        df, sigs = outputs_for(f, p["sign_digests_file"])
+        result["files"].append({"path": f, "size": h["size"], "sha256": h["sha256"], "sha512": h["sha512"],
+                                "digests": df, "signatures": sigs, "action": "signed" if reason else "unchanged",
+                                "reason": reason})
+    if module.check_mode:
+        result["changed"] = bool(to_sign) or (record is not None and not record_current)
+        if record is not None:
+            record.close()
+        module.exit_json(**result)
+
+    if record is not None and (to_sign or not record_current):
+        record.begin(STAGE, inputs, input_digest, log_path=runner.log_path)
+        state["begun"] = True
+
+    # 4. sign into temporary names; rename only when every signature succeeded
+    staged = []
+    try:
+        for f, _h, text, _reason in to_sign:
+            df, _sigs = outputs_for(f, p["sign_digests_file"])
+            tag = ".kiln-tmp-%d" % os.getpid()
+            tmp_df = df + tag
+            with open(tmp_df, "wb") as fh:
+                fh.write(text)
+            os.chmod(tmp_df, 0o644)
+            staged.append((tmp_df, df))
+            jobs = [(tmp_df, df + ".asc", True), (f, f + ".sig", False)]
+            if p["sign_digests_file"]:
+                jobs.append((tmp_df, df + ".sig", False))
+            for src, dst, clear in jobs:
+                tmp = dst + tag
+                staged.append((tmp, dst))
+                ok, info = gpg.sign(src, tmp, clearsign=clear, fpr=fpr, passphrase=p["passphrase"],
+                                    digest_algo=p["digest_algo"])
+                if not ok:
+                    _cleanup(staged)
+                    staged = []
+                    runner.fail("signing %s with key %s failed: %s; nothing was signed" % (f, fpr, info["reason"]),
+                                result=info["result"])
+                if info["fingerprint"] not in (chosen["fingerprint"], primary):
+                    module.warn("gpg signed %s with %s, not the expected signing key %s" % (f, info["fingerprint"], chosen["fingerprint"]))
+                result["signing_key_fingerprint"] = info["fingerprint"]
+        # DIGESTS.asc was made from the temp DIGESTS; its content is the same
+        for tmp, dst in staged:
+            os.chmod(tmp, 0o644)
+            os.rename(tmp, dst)
+        staged = []
+    finally:
+        _cleanup(staged)
+
+    # 5. record
+    if record is not None and state["begun"]:
+        outputs = []
+        try:
+            for f, _h, _t, _r in plan:
+                df, sigs = outputs_for(f, p["sign_digests_file"])
+                if os.path.relpath(f, root).startswith(".."):
+                    continue  # outside the build root (allow_unrecorded): not part of the record
+                for path in [df] + sigs:
+                    outputs.append(describe_output(root, path, "signature"))
+        except (RecordError, OSError) as exc:
+            runner.fail("cannot record the signatures: %s" % exc)
+        record.finish(STAGE, outputs, details={
+            "signer_fingerprint": primary,
+            "signing_key_fingerprint": result["signing_key_fingerprint"],
+            "key_expires": result["key_expires"],
+            "signed": [os.path.relpath(x[0], root) for x in to_sign],
+            "signature_files": [o["path"] for o in outputs],
+            "files": [{"path": os.path.relpath(f, root), "sha256": h["sha256"], "sha512": h["sha512"]} for f, h, _t, _r in plan],
+        })
+        result["changed"] = True
+    if record is not None:
+        record.close()
+    result["changed"] = result["changed"] or bool(to_sign)
+    module.exit_json(**result)
+
+
+def _cleanup(staged):
+    for tmp, _dst in staged:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,511 @@
+#!/usr/bin/python
+# Copyright (c) kiln developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: update_payload
+short_description: Produce signed Flatcar update payloads with core_sign_update and verify them
+version_added: 0.1.0
+description:
+  - Builds C(flatcar_production_update.gz) from C(flatcar_production_update.bin) (or C(.bin.bz2)) and
+    C(flatcar_production_image.vmlinuz), and C(oem-<id>.gz) / C(flatcar-<name>.gz) from the sysext C(.raw) files, by
+    driving C(core_sign_update) and C(delta_generator) the way C(flatcar/scripts generate_payload) does.
+  - The tools come from the build's C(flatcar_production_update.zip) bundle (unpacked into a private temporary
+    directory) or from a directory holding them (an unpacked bundle, or the SDK's tools).
+  - Private keys are RSA PEM files or C(pkcs11:) URIs; only their paths or URIs reach the command line. A C(pin-value)
+    inside a URI is refused; give O(pkcs11_pin) instead (written to a 0600 file in a private directory and referenced
+    with C(pin-source=file:)).
+  - Every payload is written under a temporary name, parsed and verified in Python against O(public_keys) (signature,
+    blob hashes, and that the payload carries exactly the input image and kernel), and only then renamed into place.
+    A payload that fails verification is never left as the output.
+  - Records the payloads in the build record (stage C(payload)) with size, sha1 (base64) and sha256 (base64 and hex).
+author: kiln developers
+extends_documentation_fragment:
+  - kiln.flatcar._attributes
+  - kiln.flatcar._attributes.actiongroup
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  build_dir:
+    description:
+      - Image output directory holding C(flatcar_production_update.bin), the kernel, the sysext C(.raw) files and the bundle.
+      - Defaults to the record's C(build_dir) when a build record is given.
+    type: path
+  record_path:
+    description: Build record; inputs must match their recorded sha256 and the payloads are recorded (stage C(payload)).
+    type: path
+  scripts_dir:
+    description: Flatcar scripts checkout; with O(board) locates the build record.
+    type: path
+  board:
+    description: Board of the build (with O(scripts_dir)).
+    type: str
+    choices: [amd64-usr, arm64-usr]
+  build_root:
+    description: Build root the record's relative paths refer to. Defaults to four directories above the record.
+    type: path
+  image:
+    description: The /usr image. Defaults to C(<build_dir>/flatcar_production_update.bin), else its C(.bz2).
+    type: path
+  kernel:
+    description: The kernel. Defaults to C(<build_dir>/flatcar_production_image.vmlinuz).
+    type: path
+  main_payload:
+    description: Build C(flatcar_production_update.gz).
+    type: bool
+    default: true
+  extensions:
+    description:
+      - Sysext images to build payloads for. V(auto) takes every C(oem-*.raw) and C(flatcar-*.raw) in O(build_dir);
+        an empty list builds none.
+    type: list
+    elements: str
+    default: [auto]
+  output_dir:
+    description: Where the payloads go. Defaults to O(build_dir).
+    type: path
+  tools:
+    description: Where C(core_sign_update) and C(delta_generator) come from.
+    type: str
+    choices: [bundle, directory]
+    default: bundle
+  generator_zip:
+    description: The bundle for O(tools=bundle). Defaults to C(<build_dir>/flatcar_production_update.zip).
+    type: path
+  tools_dir:
+    description: Directory with C(core_sign_update) and C(delta_generator) for O(tools=directory).
+    type: path
+  private_keys:
+    description: RSA private keys (PEM file paths or C(pkcs11:) URIs), one signature each.
+    type: list
+    elements: str
+    required: true
+  public_keys:
+    description: The matching PEM public keys, same order; used by C(core_sign_update) and by kiln's own verification.
+    type: list
+    elements: path
+    required: true
+  pkcs11_pin:
+    description: PIN for C(pkcs11:) keys.
+    type: str
+  force:
+    description: Rebuild payloads even when existing ones are current and verify.
+    type: bool
+    default: false
+  log_path:
+    description: Log of the tool runs. Defaults to C(logs/payload.log) next to the record, else a private temporary directory.
+    type: path
+"""
+
+EXAMPLES = r"""
+- name: Sign update payloads on the signer host from the build's bundle
+  kiln.flatcar.update_payload:
+    record_path: /srv/signing/images/kiln/amd64-usr/4593.2.5/build-record.json
+    private_keys: [/var/lib/kiln-signer/au/update-payload-key.key.pem]
+    public_keys: [/var/lib/kiln-signer/au/update-payload-key.pub.pem]
+  register: payloads
+"""
+
+RETURN = r"""
+changed:
+  description: Whether any payload was (or would be) built, or the record updated.
+  returned: always
+  type: bool
+payloads:
+  description: Each payload with the values Nebraska needs.
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: Absolute path of the payload.
+      type: str
+    name:
+      description: File name.
+      type: str
+    source:
+      description: The image it carries.
+      type: str
+    action:
+      description: V(built) or V(unchanged).
+      type: str
+    size:
+      description: Size in bytes.
+      type: int
+    sha1_base64:
+      description: Base64 sha1.
+      type: str
+    sha256_base64:
+      description: Base64 sha256.
+      type: str
+    sha256_hex:
+      description: Hex sha256.
+      type: str
+    signature_count:
+      description: Signatures in the payload.
+      type: int
+record_path:
+  description: Build record used.
+  returned: when a record is used
+  type: str
+log_path:
+  description: Log of the tool runs.
+  returned: always
+  type: str
+"""
+
+import bz2
+import glob
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kiln.flatcar.plugins.module_utils import _crau, _digests
+from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import role_of
+from ansible_collections.kiln.flatcar.plugins.module_utils._record import BuildRecord, RecordError, describe_output, digest
+from ansible_collections.kiln.flatcar.plugins.module_utils._runner import DEFAULT_PATH, Runner
+
+STAGE = "payload"
+TOOLS = ("core_sign_update", "delta_generator")
+
+
+def bz2_sha256(path):
+    h = hashlib.sha256()
+    size = 0
+    with bz2.open(path, "rb") as fin:
+        while True:
+            block = fin.read(4 * 1024 * 1024)
+            if not block:
+                break
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
+
+
+def payload_name(raw):
+    base = os.path.basename(raw)
+    return base[:-len(".raw")] + ".gz"
+
+
+def unpack_bundle(runner, zip_path, dest):
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            for info in zf.infolist():
+                name = os.path.normpath(info.filename)
+                if name.startswith("..") or os.path.isabs(name):
+                    runner.fail("%s holds an unsafe path %s" % (zip_path, info.filename))
+                zf.extract(info, dest)
+                mode = (info.external_attr >> 16) & 0o777
+                if mode:
+                    os.chmod(os.path.join(dest, name), mode)
+    except (OSError, zipfile.BadZipfile) as exc:
+        runner.fail("cannot unpack the update generator bundle %s: %s" % (zip_path, exc))
+    for tool in TOOLS:
+        path = os.path.join(dest, tool)
+        if not os.path.isfile(path):
+            runner.fail("%s has no %s: it is not a flatcar_production_update.zip bundle" % (zip_path, tool))
+        os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
+    return dest
+
+
+def separator_for(keys):
+    for sep in (":", "+", ",", ";", "|"):
+        if not any(sep in k for k in keys):
+            return sep
+    return None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            build_dir=dict(type="path"),
+            record_path=dict(type="path"),
+            scripts_dir=dict(type="path"),
+            board=dict(type="str", choices=["amd64-usr", "arm64-usr"]),
+            build_root=dict(type="path"),
+            image=dict(type="path"),
+            kernel=dict(type="path"),
+            main_payload=dict(type="bool", default=True),
+            extensions=dict(type="list", elements="str", default=["auto"]),
+            output_dir=dict(type="path"),
+            tools=dict(type="str", default="bundle", choices=["bundle", "directory"]),
+            generator_zip=dict(type="path"),
+            tools_dir=dict(type="path"),
+            private_keys=dict(type="list", elements="str", required=True),
+            public_keys=dict(type="list", elements="path", required=True),
+            pkcs11_pin=dict(type="str", no_log=True),
+            force=dict(type="bool", default=False),
+            log_path=dict(type="path"),
+        ),
+        required_together=[("scripts_dir", "board")],
+        mutually_exclusive=[("record_path", "scripts_dir")],
+        required_if=[("tools", "directory", ("tools_dir",))],
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        record_path, root = _digests.record_location(p["record_path"], p["scripts_dir"], p["board"], p["build_root"])
+    except _digests.DigestsError as exc:
+        module.fail_json(msg=str(exc))
+    record = None
+    recorded = None
+    if record_path:
+        try:
+            record = BuildRecord.open(record_path, create=False, read_only=module.check_mode)
+        except RecordError as exc:
+            module.fail_json(msg=str(exc), record_path=record_path)
+        recorded = _digests.recorded_files(record.data)
+    build_dir = p["build_dir"]
+    if not build_dir and record is not None and record.data.get("build_dir"):
+        build_dir = os.path.join(root, record.data["build_dir"])
+    if not build_dir:
+        module.fail_json(msg="no build_dir given and no build record with a build_dir: set build_dir")
+    build_dir = os.path.abspath(build_dir)
+    if p["log_path"]:
+        log_path = p["log_path"]
+    elif record_path:
+        log_path = os.path.join(os.path.dirname(record_path), "logs", STAGE + ".log")
+    else:
+        base = os.path.join(tempfile.gettempdir(), "kiln-%d" % os.getuid())
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        log_path = os.path.join(base, "update_payload.log")
+    result = {"changed": False, "log_path": log_path}
+    if record_path:
+        result["record_path"] = record_path
+    state = {"begun": False}
+
+    def on_failure(msg, payload):
+        if record is not None and state["begun"]:
+            record.fail(STAGE, msg, details={"rc": payload.get("rc")})
+        if record is not None:
+            record.close()
+
+    runner = Runner(module, log_path=log_path, fail_extra=dict(result), on_failure=on_failure)
+    try:
+        _run(module, p, runner, record, recorded, root, build_dir, result, state)
+    finally:
+        if record is not None:
+            record.close()
+
+
+def _run(module, p, runner, record, recorded, root, build_dir, result, state):
+    out_dir = os.path.abspath(p["output_dir"] or build_dir)
+    if len(p["private_keys"]) != len(p["public_keys"]):
+        runner.fail("%d private keys but %d public keys: give one public key per private key"
+                    % (len(p["private_keys"]), len(p["public_keys"])))
+    for key in p["private_keys"]:
+        if key.startswith("pkcs11:"):
+            if "pin-value=" in key:
+                runner.fail("a pkcs11: URI carries pin-value, which would end up on a command line: remove it and set pkcs11_pin")
+        elif key.startswith("fero:"):
+            runner.fail("fero signing servers are not supported by kiln: use a key file or a pkcs11: URI")
+        elif not os.path.isfile(key):
+            runner.fail("private key %s does not exist" % key)
+    pubkeys = []
+    for path in p["public_keys"]:
+        try:
+            with open(path, "r", encoding="ascii", errors="replace") as fh:
+                pubkeys.append((path, _crau.load_rsa_public_key(fh.read())))
+        except (OSError, _crau.PayloadError) as exc:
+            runner.fail("public key %s: %s" % (path, exc))
+
+    # what to build: (name, image, kernel)
+    jobs = []
+    if p["main_payload"]:
+        image = p["image"] or os.path.join(build_dir, "flatcar_production_update.bin")
+        if not p["image"] and not os.path.isfile(image) and os.path.isfile(image + ".bz2"):
+            image += ".bz2"
+        kernel = p["kernel"] or os.path.join(build_dir, "flatcar_production_image.vmlinuz")
+        for f in (image, kernel):
+            if not os.path.isfile(f):
+                runner.fail("%s does not exist: build the image with extract_update (flatcar_production_update.bin) first" % f)
+        jobs.append(("flatcar_production_update.gz", image, kernel))
+    exts = p["extensions"]
+    if exts == ["auto"]:
+        exts = sorted(glob.glob(os.path.join(build_dir, "oem-*.raw")) + glob.glob(os.path.join(build_dir, "flatcar-*.raw")))
+    for raw in exts:
+        raw = raw if os.path.isabs(raw) else os.path.join(build_dir, raw)
+        if not os.path.isfile(raw):
+            runner.fail("sysext image %s does not exist" % raw)
+        if not raw.endswith(".raw"):
+            runner.fail("%s is not a sysext .raw image" % raw)
+        jobs.append((payload_name(raw), raw, None))
+    if not jobs:
+        runner.fail("nothing to build: main_payload is false and no sysext .raw images were found")
+
+    # inputs: one pass each, checked against the record
+    in_hashes = {}
+    for _name, image, kernel in jobs:
+        for f in (image, kernel):
+            if f and f not in in_hashes:
+                h = _digests.hash_file(f, ("sha256",))
+                if f.endswith(".bz2"):
+                    h["raw_sha256"], h["raw_size"] = bz2_sha256(f)
+                in_hashes[f] = h
+                if recorded is not None:
+                    rel = os.path.relpath(f, root)
+                    rec = recorded.get(rel)
+                    if rec is not None and (rec.get("sha256") != h["sha256"] or rec.get("size") != h["size"]):
+                        runner.fail("%s no longer matches the build record (sha256 differs from stage %s): refusing to "
+                                    "build payloads from it" % (f, rec.get("stage")))
+
+    # current payloads?
+    plan = []
+    for name, image, kernel in jobs:
+        dest = os.path.join(out_dir, name)
+        reason = "force" if p["force"] else _payload_current(dest, image, kernel, in_hashes, pubkeys)
+        plan.append((name, image, kernel, dest, reason))
+    inputs = {
+        "stage": STAGE,
+        "jobs": [[n, os.path.basename(i), in_hashes[i]["sha256"], k and in_hashes[k]["sha256"]] for n, i, k, _d, _r in plan],
+        "public_keys": [_crau.key_fingerprint(k) for _l, k in pubkeys],
+    }
+    input_digest = digest(inputs)
+    to_build = [x for x in plan if x[4]]
+    record_current = True
+    if record is not None:
+        stage = record.stage(STAGE)
+        record_current = bool(stage and stage.get("status") == "passed" and stage.get("input_digest") == input_digest
+                              and not record.verify_outputs(STAGE, build_root=root))
+    if module.check_mode:
+        result["changed"] = bool(to_build) or not record_current
+        result["payloads"] = [{"path": d, "name": n, "source": i, "action": "build" if r else "unchanged", "reason": r}
+                              for n, i, _k, d, r in plan]
+        module.exit_json(**result)
+
+    if record is not None and (to_build or not record_current):
+        record.begin(STAGE, inputs, input_digest, log_path=runner.log_path)
+        state["begun"] = True
+
+    if to_build:
+        os.makedirs(out_dir, exist_ok=True)
+        work = tempfile.mkdtemp(prefix=".kiln-payload-", dir=out_dir)
+        os.chmod(work, 0o700)
+        try:
+            _build(module, p, runner, to_build, work, in_hashes, pubkeys, build_dir)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    payloads = []
+    outputs = []
+    for name, image, kernel, dest, reason in plan:
+        info = _crau.inspect(dest, pubkeys)
+        payloads.append({"path": dest, "name": name, "source": image, "action": "built" if reason else "unchanged",
+                         "reason": reason, "size": info["size"], "sha1_base64": info["sha1_base64"],
+                         "sha256_base64": info["sha256_base64"], "sha256_hex": info["sha256_hex"],
+                         "signature_count": info["signature_count"]})
+        if record is not None and not os.path.relpath(dest, root).startswith(".."):
+            outputs.append(describe_output(root, dest, role_of(dest), sha256=info["sha256_hex"]))
+    result["payloads"] = payloads
+    if record is not None and state["begun"]:
+        record.finish(STAGE, outputs, details={
+            "payloads": [dict((k, v) for k, v in pl.items() if k not in ("path", "action", "reason"))
+                         for pl in payloads],
+            "public_keys": inputs["public_keys"],
+        })
+        for pl in result["payloads"]:
+            pl["source"] = os.path.relpath(pl["source"], root) if root else pl["source"]
+        result["changed"] = True
+    result["changed"] = result["changed"] or bool(to_build)
+    module.exit_json(**result)
+
+
+def _payload_current(dest, image, kernel, in_hashes, pubkeys):
+    if not os.path.isfile(dest):
+        return "missing"
+    try:
+        info = _crau.inspect(dest, pubkeys)
+    except (OSError, _crau.PayloadError) as exc:
+        return "existing payload is invalid: %s" % exc
+    return _mismatch(info, image, kernel, in_hashes)
+
+
+def _mismatch(info, image, kernel, in_hashes):
+    """None when the payload verifies and carries exactly ``image`` (and ``kernel``), else why not."""
+    if info["problems"]:
+        return info["problems"][0]
+    if not info["verified"]:
+        return "payload does not verify with the public keys"
+    npi = info["manifest"]["new_partition_info"] or {}
+    raw_image = in_hashes[image].get("raw_sha256", in_hashes[image]["sha256"])
+    raw_size = in_hashes[image].get("raw_size", in_hashes[image]["size"])
+    if npi.get("sha256") != raw_image or npi.get("size") != raw_size:
+        return "payload carries another image than %s" % os.path.basename(image)
+    kernels = [pr for pr in info["manifest"]["procedures"] if pr["type"] == "KERNEL"]
+    if kernel:
+        if not kernels or (kernels[0]["new_info"] or {}).get("sha256") != in_hashes[kernel]["sha256"]:
+            return "payload carries another kernel than %s" % os.path.basename(kernel)
+    elif kernels:
+        return "payload carries a kernel but should not"
+    return None
+
+
+def _build(module, p, runner, to_build, work, in_hashes, pubkeys, build_dir):
+    if p["tools"] == "bundle":
+        bundle = p["generator_zip"] or os.path.join(build_dir, "flatcar_production_update.zip")
+        if not os.path.isfile(bundle):
+            runner.fail("update generator bundle %s does not exist: build the image with extract_update, or use tools: directory" % bundle)
+        tools_dir = unpack_bundle(runner, bundle, os.path.join(work, "tools"))
+    else:
+        tools_dir = os.path.abspath(p["tools_dir"])
+        for tool in TOOLS:
+            if not os.access(os.path.join(tools_dir, tool), os.X_OK):
+                runner.fail("%s has no executable %s" % (tools_dir, tool))
+    keys = list(p["private_keys"])
+    if p["pkcs11_pin"] is not None and any(k.startswith("pkcs11:") for k in keys):
+        pin_file = os.path.join(work, "pkcs11.pin")
+        fd = os.open(pin_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(p["pkcs11_pin"])
+        keys = [k + ("&" if "?" in k else "?") + "pin-source=file:" + pin_file if k.startswith("pkcs11:") else k for k in keys]
+    sep = separator_for(keys + list(p["public_keys"]))
+    if sep is None:
+        runner.fail("every key separator character appears in a key path: rename the key files")
+    env = {"PATH": tools_dir + os.pathsep + os.environ.get("PATH", DEFAULT_PATH)}
+    for name, image, kernel, dest, _reason in to_build:
+        src = image
+        if image.endswith(".bz2"):
+            src = os.path.join(work, os.path.basename(image)[:-4])
+            with bz2.open(image, "rb") as fin, open(src, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 4 * 1024 * 1024)
+        jobdir = os.path.join(work, "job-" + name)
+        os.makedirs(jobdir)
+        tmp_out = os.path.join(work, name)
+        argv = [os.path.join(tools_dir, "core_sign_update"), "--image", src]
+        if kernel:
+            argv += ["--kernel", kernel]
+        argv += ["--output", tmp_out, "--private_keys", sep.join(keys), "--public_keys", sep.join(p["public_keys"]),
+                 "--keys_separator", sep]
+        runner.run(argv, env=env, cwd=jobdir, msg="core_sign_update failed for %s: see the log" % name)
+        if not os.path.isfile(tmp_out):
+            runner.fail("core_sign_update finished but wrote no %s" % name)
+        try:
+            info = _crau.inspect(tmp_out, pubkeys)
+        except _crau.PayloadError as exc:
+            runner.fail("%s made by core_sign_update is not a valid payload (%s): it was not published" % (name, exc))
+        why = _mismatch(info, image, kernel, in_hashes)
+        if why:
+            runner.fail("%s made by core_sign_update failed verification (%s): it was not published" % (name, why))
+        final_tmp = dest + ".kiln-tmp-%d" % os.getpid()
+        shutil.copyfile(tmp_out, final_tmp) if os.stat(tmp_out).st_dev != os.stat(os.path.dirname(dest)).st_dev \
+            else os.rename(tmp_out, final_tmp)
+        os.chmod(final_tmp, 0o644)
+        os.rename(final_tmp, dest)
+        runner.note("published %s (%d bytes, sha256 %s)" % (dest, info["size"], info["sha256_hex"]))
+
+
+if __name__ == "__main__":
+    main()
