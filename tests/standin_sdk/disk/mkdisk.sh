@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # mkdisk.sh --board amd64-usr|arm64-usr --version FLATCAR_VERSION --out FILE
 #           [--group G] [--assets DIR] [--build-id ID] [--append "ARGS"] [--no-bootloader]
 #

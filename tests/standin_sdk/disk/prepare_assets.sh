@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # prepare_assets.sh [--arch amd64|arm64|all] [--dest DIR]
 #
 # Test-setup step of the kiln stand-in Flatcar disk: downloads a few packages

@@ -37,6 +37,11 @@ ign_write_file() {  # $1 = index into storage.files
     tmp=/tmp/ign.file
     : > "$tmp"
     if src=$(ign_get "$b.contents.source"); then
+        case "$src" in
+            data:*) ;;
+            *:*) IGN_ERR="storage.files.$1: unsupported source scheme \"$(pct "${src%%:*}")\" (stand-in supports data: URLs only)"; return 1 ;;
+            *) IGN_ERR="storage.files.$1: source is not a URL"; return 1 ;;
+        esac
         hdr=${src%%,*}; payload=${src#*,}
         [ "$hdr" != "$src" ] || { IGN_ERR="storage.files.$1: malformed data URL"; return 1; }
         hdr=$(pct "$hdr")
@@ -103,8 +108,8 @@ ignition_run() {
     ign_log "fetched user config from \"qemu\""
     IGN_FLAT=/tmp/ign.flat
     awk -f /lib/kiln-standin/ignition.awk < /tmp/ign.json > "$IGN_FLAT"
-    if [ "$(head -c 5 "$IGN_FLAT")" = ERROR ]; then
-        IGN_ERR=$(cut -f2 "$IGN_FLAT"); return 1
+    if grep -q '^ERROR' "$IGN_FLAT"; then
+        IGN_ERR=$(grep '^ERROR' "$IGN_FLAT" | cut -f2); return 1
     fi
     [ "$(ign_type '')" = o ] || { IGN_ERR="config is not valid: top level is not an object"; return 1; }
     v=$(ign_get ignition.version) || { IGN_ERR="unsupported config version (ignition.version missing)"; return 1; }
