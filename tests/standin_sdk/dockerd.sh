@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Start/stop/query the test machine's docker daemon the way .ci/run starts it:
 #   dockerd --bridge=none --iptables=false --ip6tables=false --ip-masq=false --ip-forward=false
 # on the default socket /var/run/docker.sock. Idempotent; a pid file records

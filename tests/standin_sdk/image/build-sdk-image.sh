@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Build the stand-in Flatcar SDK container image locally (no registry is
 # reachable on the test machines).
 #

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Stand-in for flatcar/scripts image_to_vm.sh (kiln test fixture).
 # Converts build_image output into flatcar_production_<format>_image.<ext>
 # plus launchers/firmware for qemu_uefi.

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Launcher written by the kiln stand-in image_to_vm.sh for Flatcar-style QEMU images.
 # Usage: ./<this>.sh [-a authorized_keys] [-i ignition.json] [-p ssh_port] [-s] [-- qemu args]
 # Networking is user-mode with restrict=on: the guest cannot reach anything,

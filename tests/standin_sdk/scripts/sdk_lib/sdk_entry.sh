@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Stand-in sdk_lib/sdk_entry.sh (kiln test fixture): run for every command
 # executed through run_sdk_container.  Inside the container it runs as root
 # (the real one drops to the 'sdk' user); in host mode (STANDIN_HOST_MODE=1)
