@@ -225,8 +225,8 @@ class Checkout:
         return self.q("describe", "--tags", commit)
 
     def dirty_files(self):
-        out = self.q("status", "--porcelain", "--untracked-files=no") or ""
-        files = [line[3:] for line in out.splitlines() if line.strip()]
+        rc, out, _err = self.runner.capture([self.git, "-C", self.dest, "status", "--porcelain", "--untracked-files=no"])
+        files = [line[3:] for line in (out if rc == 0 else "").splitlines() if len(line) > 3]
         return [f for f in files if f != VERSIONFILE]
 
     def run(self):

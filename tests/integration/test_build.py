@@ -191,10 +191,11 @@ def test_full_disk_during_a_step(env, tmp_path):
     vars_ = build_vars(env, checkout, version=version, kiln_vm_formats=[])
     res, _run = run_module("kiln.flatcar.sdk_checkout", {"dest": str(checkout), "repo": env["origin"], "ref": TAG, "version": version})
     assert res.get("changed"), res
-    images = checkout / "__build__" / "images"
+    # the image output root on a nearly full tmpfs; kiln's record and logs stay on the real disk
+    images = checkout / "__build__" / "images" / "images"
     os.makedirs(images, exist_ok=True)
-    # keep kiln's state (record, logs) outside the tmpfs so the record can still be written
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(images)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(images)], check=True)
+    subprocess.run(["dd", "if=/dev/zero", "of=%s/filler" % images, "bs=4k", "count=240"], check=True, capture_output=True)
     try:
         run = run_playbook(BUILD_YML, extra_vars=vars_)
         failed = [e for e in run.events if e["event"] == "failed"]
