@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """One-pass DIGESTS (kiln) against Flatcar's create_digests way: three sequential coreutils passes.
 
     python bench/bench_digests.py [--size-mib 1024] [--dir /var/tmp]

@@ -23,7 +23,8 @@ description:
   - The key is chosen by full fingerprint. A passphrase goes to gpg on stdin (C(--pinentry-mode loopback
     --passphrase-fd 0)), never on the command line. A key or signing subkey expiring within O(expire_warn_days)
     gives a warning; an expired one fails.
-author: kiln developers
+author:
+  - kiln developers (@kiln-project)
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
@@ -289,7 +290,7 @@ def main():
             board=dict(type="str", choices=["amd64-usr", "arm64-usr"]),
             build_root=dict(type="path"),
             allow_unrecorded=dict(type="bool", default=False),
-            key_fingerprint=dict(type="str", required=True),
+            key_fingerprint=dict(type="str", required=True, no_log=False),  # a public fingerprint, not a secret
             gnupghome=dict(type="path"),
             passphrase=dict(type="str", no_log=True),
             expire_warn_days=dict(type="int", default=30),

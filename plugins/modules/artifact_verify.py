@@ -16,7 +16,8 @@ description:
   - Only the given public key is trusted; it is imported into a temporary GnuPG home that is removed afterwards,
     the way C(flatcar-install) verifies images.
   - Fails at the first bad file, naming it.
-author: kiln developers
+author:
+  - kiln developers (@kiln-project)
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
@@ -118,7 +119,7 @@ def main():
             directory=dict(type="path"),
             public_key=dict(type="path"),
             public_key_content=dict(type="str"),
-            key_fingerprint=dict(type="str"),
+            key_fingerprint=dict(type="str", no_log=False),  # a public fingerprint, not a secret
             require=dict(type="list", elements="str", choices=["digests", "digests_asc", "sig"],
                          default=["digests", "digests_asc", "sig"]),
             log_path=dict(type="path"),

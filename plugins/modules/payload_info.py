@@ -14,7 +14,8 @@ description:
     header, C(DeltaArchiveManifest), blob hashes of every operation and the C(Signatures) message.
   - Verifies the RSA PKCS#1 v1.5 signatures against the given PEM public keys (no third-party crypto libraries).
   - Returns what Nebraska and C(flatcar-update) need - size, sha1 (base64), sha256 (base64 and hex) - in one read pass.
-author: kiln developers
+author:
+  - kiln developers (@kiln-project)
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup

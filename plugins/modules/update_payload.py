@@ -22,7 +22,8 @@ description:
     blob hashes, and that the payload carries exactly the input image and kernel), and only then renamed into place.
     A payload that fails verification is never left as the output.
   - Records the payloads in the build record (stage C(payload)) with size, sha1 (base64) and sha256 (base64 and hex).
-author: kiln developers
+author:
+  - kiln developers (@kiln-project)
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
@@ -244,7 +245,7 @@ def main():
             tools=dict(type="str", default="bundle", choices=["bundle", "directory"]),
             generator_zip=dict(type="path"),
             tools_dir=dict(type="path"),
-            private_keys=dict(type="list", elements="str", required=True),
+            private_keys=dict(type="list", elements="str", required=True, no_log=False),  # key paths or pkcs11: URIs (PINs are refused here)
             public_keys=dict(type="list", elements="path", required=True),
             pkcs11_pin=dict(type="str", no_log=True),
             force=dict(type="bool", default=False),

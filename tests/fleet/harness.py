@@ -176,7 +176,7 @@ def _kill_pids(pids, grace=2.0):
 
 def kill_netns(name):
     """Kill every process in the named netns (repeat: killed parents may spawn/reparent)."""
-    for _ in range(5):
+    for _unused in range(5):
         pids = pids_in_netns(name)
         if not pids:
             return
@@ -770,7 +770,7 @@ class Fleet:
         fleet_ns = {}
         for ns in [self.ctl_ns, *self.host_ns.values()]:
             fleet_ns[_netns_inode(ns)] = ns
-        needles = [ip for ip in self.addrs.values()] + [str(self.control_dir), str(self.workdir / "cp")]
+        needles = list(self.addrs.values()) + [str(self.control_dir), str(self.workdir / "cp")]
         stray, ctl_ssh = [], []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():

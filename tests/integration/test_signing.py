@@ -37,14 +37,14 @@ done
 
 
 def gpg(home, *args, data=None, check=True):
-    proc = subprocess.run(["gpg", "--batch", "--homedir", home] + list(args), input=data, capture_output=True)
+    proc = subprocess.run(["gpg", "--batch", "--homedir", home] + list(args), input=data, capture_output=True, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(proc.stderr.decode())
     return proc
 
 
 def kill_agent(home):
-    subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], capture_output=True)
+    subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], capture_output=True, check=False)
 
 
 def new_home():
@@ -74,15 +74,20 @@ def gen_key(home, uid, algo="ed25519", passphrase=None, expire="0", faked=None):
 def keys():
     homes = []
     k = {}
-    h = new_home(); homes.append(h)
+    h = new_home()
+    homes.append(h)
     k["ed"] = (h, gen_key(h, "Kiln Ed <ed@example.invalid>"))
-    h = new_home(); homes.append(h)
+    h = new_home()
+    homes.append(h)
     k["rsa"] = (h, gen_key(h, "Kiln RSA <rsa@example.invalid>", algo="rsa2048", passphrase=PASSPHRASE))
-    h = new_home(); homes.append(h)
+    h = new_home()
+    homes.append(h)
     k["other"] = (h, gen_key(h, "Kiln Other <other@example.invalid>"))
-    h = new_home(); homes.append(h)
+    h = new_home()
+    homes.append(h)
     k["expired"] = (h, gen_key(h, "Kiln Old <old@example.invalid>", expire="1y", faked="20200101T000000!"))
-    h = new_home(); homes.append(h)
+    h = new_home()
+    homes.append(h)
     k["soon"] = (h, gen_key(h, "Kiln Soon <soon@example.invalid>", expire="5d"))
     for name, (home, fpr) in k.items():
         pub = os.path.join(home, "pub.asc")
@@ -169,14 +174,14 @@ def test_sign_with_record_ed25519(tmp_path, keys):
     assert len(sign["outputs"]) == 20 and all(o["role"] == "signature" for o in sign["outputs"])
     assert data["stages"]["image"]["status"] == "passed"
     # idempotent, also in check mode
-    again, _ = run_module("kiln.flatcar.artifact_sign", {"record_path": str(rec_path), "key_fingerprint": fpr,
+    again, _unused = run_module("kiln.flatcar.artifact_sign", {"record_path": str(rec_path), "key_fingerprint": fpr,
                                                          "gnupghome": home})
     assert again["changed"] is False and len(again["unchanged"]) == 5, again
-    check, _ = run_module("kiln.flatcar.artifact_sign", {"record_path": str(rec_path), "key_fingerprint": fpr,
+    check, _unused = run_module("kiln.flatcar.artifact_sign", {"record_path": str(rec_path), "key_fingerprint": fpr,
                                                          "gnupghome": home}, check=True)
     assert check["changed"] is False, check
     # a user verifies with only the public key
-    ver, _ = run_module("kiln.flatcar.artifact_verify", {"directory": str(build), "public_key": pub(keys, "ed"),
+    ver, _unused = run_module("kiln.flatcar.artifact_verify", {"directory": str(build), "public_key": pub(keys, "ed"),
                                                          "key_fingerprint": fpr})
     assert not ver.get("failed") and len(ver["verified"]) == 5, ver
 
@@ -185,13 +190,13 @@ def test_changed_file_is_resigned_and_others_kept(tmp_path, keys):
     home, fpr = keys["ed"]
     _root, build, _rec = make_build(tmp_path, record=False)
     args = {"directory": str(build), "key_fingerprint": fpr, "gnupghome": home}
-    first, _ = run_module("kiln.flatcar.artifact_sign", args)
+    first, _unused = run_module("kiln.flatcar.artifact_sign", args)
     assert first["changed"] and len(first["signed"]) == 5, first
     target = build / "oem-qemu.raw"
     target.write_bytes(os.urandom(4096))
-    check, _ = run_module("kiln.flatcar.artifact_sign", args, check=True)
+    check, _unused = run_module("kiln.flatcar.artifact_sign", args, check=True)
     assert check["changed"] and check["signed"] == [str(target)], check
-    second, _ = run_module("kiln.flatcar.artifact_sign", args)
+    second, _unused = run_module("kiln.flatcar.artifact_sign", args)
     assert second["signed"] == [str(target)] and len(second["unchanged"]) == 4, second
     assert open(str(target) + ".DIGESTS", "rb").read() == fixture_digests(target, tmp_path)
     assert verify_with(pub(keys, "ed"), str(target) + ".sig", str(target))
@@ -203,7 +208,7 @@ def test_record_mismatch_refuses_and_signs_nothing(tmp_path, keys):
     bad = build / "flatcar_production_image.vmlinuz"
     bad.write_bytes(b"tampered" + bad.read_bytes()[8:])
     before = listing(str(build))
-    res, _ = run_module("kiln.flatcar.artifact_sign", {"record_path": str(rec_path), "key_fingerprint": fpr,
+    res, _unused = run_module("kiln.flatcar.artifact_sign", {"record_path": str(rec_path), "key_fingerprint": fpr,
                                                        "gnupghome": home})
     msg = one_line(res)
     assert str(bad) in msg and "build record" in msg and "nothing was signed" in msg
@@ -215,10 +220,10 @@ def test_unknown_key_and_short_id_refused(tmp_path, keys):
     home, fpr = keys["ed"]
     _root, build, _rec = make_build(tmp_path, record=False)
     before = listing(str(build))
-    res, _ = run_module("kiln.flatcar.artifact_sign", {"directory": str(build), "key_fingerprint": keys["other"][1],
+    res, _unused = run_module("kiln.flatcar.artifact_sign", {"directory": str(build), "key_fingerprint": keys["other"][1],
                                                        "gnupghome": home})
     assert keys["other"][1] in one_line(res) and "not in the GnuPG home" in res["msg"]
-    res, _ = run_module("kiln.flatcar.artifact_sign", {"directory": str(build), "key_fingerprint": fpr[-16:],
+    res, _unused = run_module("kiln.flatcar.artifact_sign", {"directory": str(build), "key_fingerprint": fpr[-16:],
                                                        "gnupghome": home})
     assert "full fingerprint" in one_line(res)
     assert listing(str(build)) == before
@@ -228,12 +233,12 @@ def test_expired_key_fails_and_soon_warns(tmp_path, keys):
     _root, build, _rec = make_build(tmp_path, record=False)
     before = listing(str(build))
     home, fpr = keys["expired"]
-    res, _ = run_module("kiln.flatcar.artifact_sign", {"directory": str(build), "key_fingerprint": fpr, "gnupghome": home})
+    res, _unused = run_module("kiln.flatcar.artifact_sign", {"directory": str(build), "key_fingerprint": fpr, "gnupghome": home})
     msg = one_line(res)
     assert "expired on 20" in msg and "nothing was signed" in msg
     assert listing(str(build)) == before
     home, fpr = keys["soon"]
-    res, _ = run_module("kiln.flatcar.artifact_sign", {"directory": str(build), "key_fingerprint": fpr, "gnupghome": home,
+    res, _unused = run_module("kiln.flatcar.artifact_sign", {"directory": str(build), "key_fingerprint": fpr, "gnupghome": home,
                                                        "expire_warn_days": 30})
     assert res["changed"] and any("expires on" in w for w in res.get("warnings", [])), res
 
@@ -243,7 +248,7 @@ def test_wrong_key_verification_names_first_bad_file(tmp_path, keys):
     _root, build, _rec = make_build(tmp_path, record=False)
     run_module("kiln.flatcar.artifact_sign", {"directory": str(build), "key_fingerprint": fpr, "gnupghome": home})
     first = sorted(p for p in glob.glob(str(build / "*")) if not p.endswith((".sig", ".asc", ".DIGESTS")))[0]
-    res, _ = run_module("kiln.flatcar.artifact_verify", {"directory": str(build), "public_key": pub(keys, "other")})
+    res, _unused = run_module("kiln.flatcar.artifact_verify", {"directory": str(build), "public_key": pub(keys, "other")})
     msg = one_line(res)
     assert msg.startswith(first + ":") and res["bad_file"] == first, msg
     # a corrupted artifact
@@ -251,7 +256,7 @@ def test_wrong_key_verification_names_first_bad_file(tmp_path, keys):
     data = bytearray(target.read_bytes())
     data[100] ^= 1
     target.write_bytes(bytes(data))
-    res, _ = run_module("kiln.flatcar.artifact_verify", {"directory": str(build), "public_key": pub(keys, "ed")})
+    res, _unused = run_module("kiln.flatcar.artifact_verify", {"directory": str(build), "public_key": pub(keys, "ed")})
     assert one_line(res).startswith(str(target) + ": DIGESTS check failed"), res["msg"]
 
 
@@ -269,7 +274,8 @@ def test_passphrase_key_and_secrets_stay_secret(tmp_path, keys):
     vault_pw.write_text("vault-test-password\n")
     vars_file = tmp_path / "secrets.yml"
     vars_file.write_text(json.dumps({"signer_private_key": secret, "kiln_sign_passphrase": PASSPHRASE}))
-    subprocess.run([os.path.join(VENV_BIN, "ansible-vault"), "encrypt", "--vault-password-file", str(vault_pw), str(vars_file)], check=True, capture_output=True)
+    subprocess.run([os.path.join(VENV_BIN, "ansible-vault"), "encrypt", "--vault-password-file", str(vault_pw), str(vars_file)],
+                   check=True, capture_output=True)
     assert PASSPHRASE not in vars_file.read_text()
     root, build, rec_path = make_build(tmp_path)
     signer_home = tempfile.mkdtemp(prefix="kgs-")
@@ -342,22 +348,22 @@ def test_update_payloads_from_bundle(tmp_path):
     bundle(build)
     key, pubk = openssl_pair(str(tmp_path), "au")
     args = {"record_path": str(rec_path), "private_keys": [key], "public_keys": [pubk]}
-    res, _ = run_module("kiln.flatcar.update_payload", args)
+    res, _unused = run_module("kiln.flatcar.update_payload", args)
     assert res.get("changed") and not res.get("failed"), res
     names = sorted(p["name"] for p in res["payloads"])
     assert names == ["flatcar_production_update.gz", "oem-qemu.gz"]
     main = [p for p in res["payloads"] if p["name"] == "flatcar_production_update.gz"][0]
-    info, _ = run_module("kiln.flatcar.payload_info", {"path": main["path"], "public_keys": [pubk]})
+    info, _unused = run_module("kiln.flatcar.payload_info", {"path": main["path"], "public_keys": [pubk]})
     assert info["verified"] and info["manifest"]["has_kernel"] and info["signature_count"] == 1, info
     assert info["sha256_hex"] == main["sha256_hex"] and info["sha1_base64"] == main["sha1_base64"]
     stage = json.load(open(rec_path))["stages"]["payload"]
     assert stage["status"] == "passed" and len(stage["outputs"]) == 2
     assert {d["sha256_base64"] for d in stage["details"]["payloads"]} >= {main["sha256_base64"]}
     assert not glob.glob(str(build / ".kiln-payload-*"))
-    again, _ = run_module("kiln.flatcar.update_payload", args)
+    again, _unused = run_module("kiln.flatcar.update_payload", args)
     assert again["changed"] is False, again
     _other_key, other_pub = openssl_pair(str(tmp_path), "other")
-    bad, _ = run_module("kiln.flatcar.payload_info", {"path": main["path"], "public_keys": [other_pub]})
+    bad, _unused = run_module("kiln.flatcar.payload_info", {"path": main["path"], "public_keys": [other_pub]})
     assert "no signature verifies" in one_line(bad)
 
 
@@ -372,7 +378,7 @@ def test_payload_failing_verification_is_not_published(tmp_path):
         "printf '\\x00' | dd of=\"$out\" bs=1 seek=600 conv=notrunc status=none\n" % os.path.join(AU, "core_sign_update"))
     os.chmod(str(tools / "core_sign_update"), 0o755)
     key, pubk = openssl_pair(str(tmp_path), "au")
-    res, _ = run_module("kiln.flatcar.update_payload", {"build_dir": str(build), "tools": "directory", "tools_dir": str(tools),
+    res, _unused = run_module("kiln.flatcar.update_payload", {"build_dir": str(build), "tools": "directory", "tools_dir": str(tools),
                                                         "extensions": [], "private_keys": [key], "public_keys": [pubk]})
     msg = one_line(res)
     assert "failed verification" in msg and "not published" in msg, msg
@@ -385,6 +391,6 @@ def test_payload_refuses_changed_input(tmp_path):
     bundle(build)
     (build / "flatcar_production_update.bin").write_bytes(os.urandom(4096))
     key, pubk = openssl_pair(str(tmp_path), "au")
-    res, _ = run_module("kiln.flatcar.update_payload", {"record_path": str(rec_path), "private_keys": [key], "public_keys": [pubk]})
+    res, _unused = run_module("kiln.flatcar.update_payload", {"record_path": str(rec_path), "private_keys": [key], "public_keys": [pubk]})
     assert "flatcar_production_update.bin no longer matches the build record" in one_line(res)
     assert not (build / "flatcar_production_update.gz").exists()

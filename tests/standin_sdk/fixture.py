@@ -148,7 +148,7 @@ def set_sleep(checkout_dir: PathLike, seconds: Optional[float]) -> None:
 def docker_available() -> bool:
     if not shutil.which("docker"):
         return False
-    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
 
 
 def dockerd_start() -> bool:
@@ -157,12 +157,12 @@ def dockerd_start() -> bool:
         return True
     if not shutil.which("dockerd"):
         return False
-    subprocess.run([str(DOCKERD_SH), "start"], capture_output=True)
+    subprocess.run([str(DOCKERD_SH), "start"], capture_output=True, check=False)
     return docker_available()
 
 
 def dockerd_stop() -> None:
-    subprocess.run([str(DOCKERD_SH), "stop"], capture_output=True)
+    subprocess.run([str(DOCKERD_SH), "stop"], capture_output=True, check=False)
 
 
 def sdk_image_name(flavour: str, sdk_version: str) -> str:
@@ -185,13 +185,13 @@ def remove_containers(name_prefix: str) -> None:
     if not docker_available():
         return
     out = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"],
-                         capture_output=True, text=True).stdout.split()
+                         capture_output=True, text=True, check=False).stdout.split()
     names = [n for n in out if n.startswith(name_prefix)]
     if names:
-        subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", *names], capture_output=True, check=False)
 
 
 def container_id(name: str) -> Optional[str]:
     r = subprocess.run(["docker", "inspect", "--format", "{{.Id}}", name],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     return r.stdout.strip() if r.returncode == 0 else None
