@@ -82,7 +82,7 @@ def _run(argv, check=True, **kw):
     kw.setdefault("stdout", subprocess.PIPE)
     kw.setdefault("stderr", subprocess.PIPE)
     kw.setdefault("text", True)
-    res = subprocess.run(argv, **kw)
+    res = subprocess.run(argv, check=False, **kw)
     if check and res.returncode != 0:
         raise FleetError(f"{shlex.join(argv)} failed rc={res.returncode}: {(res.stderr or '').strip()}")
     return res

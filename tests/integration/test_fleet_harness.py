@@ -69,7 +69,8 @@ def assert_fleet_gone(fleet):
 def fleet(tmp_path_factory):
     gen = fleet_fixture(tmp_path_factory.mktemp("fleet"), name_prefix="kft", hosts=HOSTS,
                         ansible_bin=ANSIBLE_BIN)
-    f = next(gen)
+    f = next(gen, None)
+    assert f is not None, "fleet did not come up"
     yield f
     next(gen, None)                     # teardown
     assert_fleet_gone(f)

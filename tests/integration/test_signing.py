@@ -175,14 +175,14 @@ def test_sign_with_record_ed25519(tmp_path, keys):
     assert data["stages"]["image"]["status"] == "passed"
     # idempotent, also in check mode
     again, _unused = run_module("kiln.flatcar.artifact_sign", {"record_path": str(rec_path), "key_fingerprint": fpr,
-                                                         "gnupghome": home})
+                                                               "gnupghome": home})
     assert again["changed"] is False and len(again["unchanged"]) == 5, again
     check, _unused = run_module("kiln.flatcar.artifact_sign", {"record_path": str(rec_path), "key_fingerprint": fpr,
-                                                         "gnupghome": home}, check=True)
+                                                               "gnupghome": home}, check=True)
     assert check["changed"] is False, check
     # a user verifies with only the public key
     ver, _unused = run_module("kiln.flatcar.artifact_verify", {"directory": str(build), "public_key": pub(keys, "ed"),
-                                                         "key_fingerprint": fpr})
+                                                               "key_fingerprint": fpr})
     assert not ver.get("failed") and len(ver["verified"]) == 5, ver
 
 
@@ -209,7 +209,7 @@ def test_record_mismatch_refuses_and_signs_nothing(tmp_path, keys):
     bad.write_bytes(b"tampered" + bad.read_bytes()[8:])
     before = listing(str(build))
     res, _unused = run_module("kiln.flatcar.artifact_sign", {"record_path": str(rec_path), "key_fingerprint": fpr,
-                                                       "gnupghome": home})
+                                                             "gnupghome": home})
     msg = one_line(res)
     assert str(bad) in msg and "build record" in msg and "nothing was signed" in msg
     assert listing(str(build)) == before
@@ -221,10 +221,10 @@ def test_unknown_key_and_short_id_refused(tmp_path, keys):
     _root, build, _rec = make_build(tmp_path, record=False)
     before = listing(str(build))
     res, _unused = run_module("kiln.flatcar.artifact_sign", {"directory": str(build), "key_fingerprint": keys["other"][1],
-                                                       "gnupghome": home})
+                                                             "gnupghome": home})
     assert keys["other"][1] in one_line(res) and "not in the GnuPG home" in res["msg"]
     res, _unused = run_module("kiln.flatcar.artifact_sign", {"directory": str(build), "key_fingerprint": fpr[-16:],
-                                                       "gnupghome": home})
+                                                             "gnupghome": home})
     assert "full fingerprint" in one_line(res)
     assert listing(str(build)) == before
 
@@ -239,7 +239,7 @@ def test_expired_key_fails_and_soon_warns(tmp_path, keys):
     assert listing(str(build)) == before
     home, fpr = keys["soon"]
     res, _unused = run_module("kiln.flatcar.artifact_sign", {"directory": str(build), "key_fingerprint": fpr, "gnupghome": home,
-                                                       "expire_warn_days": 30})
+                                                             "expire_warn_days": 30})
     assert res["changed"] and any("expires on" in w for w in res.get("warnings", [])), res
 
 
@@ -379,7 +379,7 @@ def test_payload_failing_verification_is_not_published(tmp_path):
     os.chmod(str(tools / "core_sign_update"), 0o755)
     key, pubk = openssl_pair(str(tmp_path), "au")
     res, _unused = run_module("kiln.flatcar.update_payload", {"build_dir": str(build), "tools": "directory", "tools_dir": str(tools),
-                                                        "extensions": [], "private_keys": [key], "public_keys": [pubk]})
+                                                              "extensions": [], "private_keys": [key], "public_keys": [pubk]})
     msg = one_line(res)
     assert "failed verification" in msg and "not published" in msg, msg
     assert not (build / "flatcar_production_update.gz").exists()
