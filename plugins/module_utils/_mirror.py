@@ -1,0 +1,362 @@
+# Copyright (c) kiln developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# This module util is PRIVATE to kiln.flatcar. It can change at any time. Do not use it from other collections.
+
+"""Release-mirror operations on a directory tree: staging, verify, atomic rename, ``current`` swap.
+
+This file runs in two places and therefore imports the Python standard library only (3.6+):
+
+* inside ``kiln.flatcar.publish`` for a mirror on the same host (backend ``local``), through
+  :func:`run_op`;
+* on a remote mirror host, where the publish module pipes **this file's source** into
+  ``ssh <mirror> python3 -`` followed by one ``_remote_main(<json>)`` line (backend ``dir``), so the
+  mirror host needs nothing but ``python3`` and ``rsync``.
+
+Layout (Flatcar's own, flatcar-sdk.md §7.1)::
+
+    <base>/<board>/<version>/<files>            release directory
+    <base>/<board>/current -> <version>           relative symlink, swapped atomically with rename(2)
+    <update_base>/<board>/<version>/flatcar_production_update.gz{,.sha256}
+    <base>/<board>/.kiln-staging-<version>/       staging (hidden: the mirror role never serves dot paths)
+
+Every operation takes a JSON-able ``spec`` dict and returns a JSON-able dict, or raises MirrorError
+with a one-line message.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import sys
+
+STAGING_PREFIX = ".kiln-staging-"
+PARTIAL_DIR = ".kiln-partial"
+CURRENT = "current"
+CHUNK = 1024 * 1024
+# Written last into a version directory: a client that finds version.txt finds everything else.
+LAST_FILES = ("version.txt",)
+
+
+class MirrorError(Exception):
+    """A mirror problem; the message is one line saying what to fix."""
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(CHUNK)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def check_file(path, size, sha256, hash_it=True):
+    """'ok', 'missing', 'not_a_file', 'size' or 'sha256' for one file against its expected identity."""
+    try:
+        if os.path.islink(path) or not os.path.isfile(path):
+            return "missing" if not os.path.lexists(path) else "not_a_file"
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    if st.st_size != size:
+        return "size"
+    if hash_it and sha256_file(path) != sha256:
+        return "sha256"
+    return "ok"
+
+
+def _ordered(files):
+    """Manifest entries with LAST_FILES at the end (they make a version directory look complete)."""
+    first = [f for f in files if f["name"] not in LAST_FILES]
+    last = [f for f in files if f["name"] in LAST_FILES]
+    return first + last
+
+
+def _areas(spec):
+    """[(area, final_dir, staging_dir, [files])] for the areas that have files."""
+    out = []
+    for area in ("update", "release"):  # update payloads land first, the release directory last
+        info = spec.get("areas", {}).get(area)
+        if not info:
+            continue
+        files = [f for f in spec["files"] if f["area"] == area]
+        if files:
+            out.append((area, info["final"], info["staging"], files))
+    return out
+
+
+def read_current(board_dir):
+    """(kind, target): kind is 'symlink', 'missing' or 'other'."""
+    link = os.path.join(board_dir, CURRENT)
+    if os.path.islink(link):
+        return "symlink", os.readlink(link).rstrip("/")
+    if os.path.lexists(link):
+        return "other", None
+    return "missing", None
+
+
+# -- operations ---------------------------------------------------------------------------------
+def op_inspect(spec):
+    """State of the final and staging directories against the manifest; creates staging if asked."""
+    result = {"areas": {}, "current": None, "current_kind": None}
+    hash_final = spec.get("hash_final", True)
+    for area, final, staging, files in _areas(spec):
+        state = {"final_exists": os.path.isdir(final), "final": {}, "staging": {}, "extra": []}
+        if state["final_exists"]:
+            for f in files:
+                state["final"][f["name"]] = check_file(os.path.join(final, f["name"]), f["size"], f["sha256"], hash_final)
+            names = set(f["name"] for f in files)
+            state["extra"] = sorted(n for n in os.listdir(final) if n not in names)
+        if os.path.isdir(staging):
+            for f in files:
+                state["staging"][f["name"]] = check_file(os.path.join(staging, f["name"]), f["size"], f["sha256"], False)
+        if spec.get("prepare"):
+            pending = [n for n, s in state["final"].items() if s != "ok"] if state["final_exists"] else [f["name"] for f in files]
+            if pending:
+                try:
+                    os.makedirs(staging, exist_ok=True)
+                except OSError as exc:
+                    raise MirrorError("cannot create staging directory %s: %s" % (staging, exc.strerror or exc))
+        result["areas"][area] = state
+    if spec.get("board_dir"):
+        result["current_kind"], result["current"] = read_current(spec["board_dir"])
+    return result
+
+
+def op_commit(spec):
+    """Verify staging against the manifest, then make it visible under the version path.
+
+    A missing version directory is created by renaming the whole staging directory (one atomic
+    step). An existing one only gets the files it lacks, each renamed in, version.txt last; a file
+    that exists with other content is never replaced ("version uniqueness").
+    """
+    done = {}
+    for area, final, staging, files in _areas(spec):
+        final_exists = os.path.isdir(final)
+        pending = []
+        conflicts = []
+        for f in files:
+            if final_exists:
+                state = check_file(os.path.join(final, f["name"]), f["size"], f["sha256"])
+                if state == "ok":
+                    continue
+                if state != "missing":
+                    conflicts.append("%s (%s)" % (f["name"], state))
+                    continue
+            pending.append(f)
+        if conflicts:
+            raise MirrorError(
+                "version uniqueness: %s already holds different %s; a published version is never overwritten: "
+                "publish under a new version, or remove the version from the mirror by hand if it was never released"
+                % (final, ", ".join(conflicts))
+            )
+        if not pending:
+            done[area] = {"action": "present", "files": []}
+            if os.path.isdir(staging):
+                shutil.rmtree(staging, ignore_errors=True)
+            continue
+        bad = []
+        for f in pending:
+            path = os.path.join(staging, f["name"])
+            state = check_file(path, f["size"], f["sha256"])
+            if state != "ok":
+                bad.append("%s (%s)" % (f["name"], state))
+                if state in ("size", "sha256"):
+                    try:
+                        os.unlink(path)  # the rerun sends it again
+                    except OSError:
+                        pass
+        if bad:
+            raise MirrorError(
+                "staged files on the mirror do not match the build record: %s; nothing was made visible, rerun to "
+                "send them again" % ", ".join(bad)
+            )
+        for f in pending:
+            _fsync_file(os.path.join(staging, f["name"]))
+        names = set(f["name"] for f in files)
+        if not final_exists:
+            # Only the manifest's files may become visible: drop rsync leftovers first.
+            for name in os.listdir(staging):
+                if name not in names:
+                    path = os.path.join(staging, name)
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        os.unlink(path)
+            _fsync_dir(staging)
+            try:
+                os.rename(staging, final)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise MirrorError("%s appeared while publishing (another publish of the same version?): rerun" % final)
+                raise MirrorError("cannot rename %s to %s: %s" % (staging, final, exc.strerror or exc))
+            _fsync_dir(os.path.dirname(final))
+            done[area] = {"action": "renamed", "files": [f["name"] for f in pending]}
+        else:
+            for f in _ordered(pending):
+                os.rename(os.path.join(staging, f["name"]), os.path.join(final, f["name"]))
+            _fsync_dir(final)
+            shutil.rmtree(staging, ignore_errors=True)
+            done[area] = {"action": "merged", "files": [f["name"] for f in pending]}
+    return {"areas": done}
+
+
+def op_verify(spec):
+    """Post-publish verify: every manifest file under the version path has the recorded size and sha256."""
+    problems = []
+    checked = 0
+    for area, final, _staging, files in _areas(spec):
+        if not os.path.isdir(final):
+            problems.append("%s is missing" % final)
+            continue
+        for f in files:
+            checked += 1
+            state = check_file(os.path.join(final, f["name"]), f["size"], f["sha256"])
+            if state != "ok":
+                problems.append("%s/%s: %s" % (final, f["name"], {"sha256": "content differs from the build record",
+                                                                  "size": "size differs from the build record"}.get(state, state)))
+    current = None
+    if spec.get("board_dir"):
+        kind, current = read_current(spec["board_dir"])
+        if spec.get("expect_current") and current != spec["expect_current"]:
+            problems.append("%s/current points at %s, expected %s" % (spec["board_dir"], current, spec["expect_current"]))
+        if kind == "symlink" and not os.path.isdir(os.path.join(spec["board_dir"], current)):
+            problems.append("%s/current points at %s, which does not exist" % (spec["board_dir"], current))
+    return {"checked": checked, "problems": problems, "current": current}
+
+
+def op_set_current(spec):
+    """Point <board_dir>/current at ``target`` with one rename(2); compare-and-swap on ``expect``."""
+    board_dir = spec["board_dir"]
+    target = spec["target"]
+    if "/" in target or target in ("", ".", ".."):
+        raise MirrorError("current must point at a version directory name, not %r" % target)
+    if not os.path.isdir(os.path.join(board_dir, target)):
+        raise MirrorError("%s/%s does not exist: refusing to point current at it" % (board_dir, target))
+    kind, before = read_current(board_dir)
+    if kind == "other":
+        raise MirrorError("%s/current is not a symlink: move it aside so kiln can manage it" % board_dir)
+    if before != spec.get("expect"):
+        raise MirrorError("%s/current changed while publishing (now %s, expected %s): rerun" % (board_dir, before, spec.get("expect")))
+    if before == target:
+        return {"before": before, "after": target, "changed": False}
+    tmp = os.path.join(board_dir, ".%s.kiln-tmp-%d" % (CURRENT, os.getpid()))
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+    os.symlink(target, tmp)
+    os.rename(tmp, os.path.join(board_dir, CURRENT))
+    _fsync_dir(board_dir)
+    return {"before": before, "after": target, "changed": True}
+
+
+def op_abort(spec):
+    """Remove staging directories (used when a publish is refused after staging)."""
+    removed = []
+    for _area, _final, staging, _files in _areas(spec):
+        if os.path.isdir(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+    return {"removed": removed}
+
+
+OPS = {
+    "inspect": op_inspect,
+    "commit": op_commit,
+    "verify": op_verify,
+    "set_current": op_set_current,
+    "abort": op_abort,
+}
+
+
+def run_op(op, spec):
+    try:
+        func = OPS[op]
+    except KeyError:
+        raise MirrorError("unknown mirror operation %r" % op)
+    try:
+        return func(spec)
+    except MirrorError:
+        raise
+    except OSError as exc:
+        raise MirrorError("%s failed on the mirror: %s: %s" % (op, getattr(exc, "filename", "") or "", exc.strerror or exc))
+
+
+def _remote_main(request_json):
+    """Entry point on the mirror host: print one JSON line, rc 0 on success, 3 on a MirrorError."""
+    request = json.loads(request_json)
+    try:
+        out = {"ok": True, "result": run_op(request["op"], request["spec"])}
+        rc = 0
+    except MirrorError as exc:
+        out = {"ok": False, "error": str(exc)}
+        rc = 3
+    sys.stdout.write("KILN-MIRROR-RESULT " + json.dumps(out) + "\n")
+    sys.stdout.flush()
+    raise SystemExit(rc)
+
+
+RESULT_MARKER = "KILN-MIRROR-RESULT "
+
+
+def remote_script(op, spec, source):
+    """The text fed to ``python3 -`` on the mirror: this file's source plus one call."""
+    request = json.dumps({"op": op, "spec": spec})
+    return source + "\n\n_remote_main(%r)\n" % request
+
+
+def parse_remote_output(stdout):
+    for line in reversed((stdout or "").splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER):])
+    return None
+
+
+def own_source():
+    """This file's source text, also when loaded from an AnsiballZ zip."""
+    import inspect
+
+    module = sys.modules[__name__]
+    try:
+        return inspect.getsource(module)
+    except (OSError, TypeError):
+        loader = getattr(module, "__loader__", None)
+        if loader is not None and hasattr(loader, "get_source"):
+            text = loader.get_source(__name__)
+            if text:
+                return text
+        raise
