@@ -1,0 +1,821 @@
+# Copyright (c) kiln developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# This module util is PRIVATE to kiln.flatcar. It can change at any time. Do not use it from other collections.
+
+"""Booting Flatcar images under QEMU for a smoke check.
+
+* QEMU command lines per board and firmware, shaped like kola's (flatcar/mantle ``platform/qemu.go``):
+  amd64 ``-machine q35`` with SeaBIOS or OVMF pflash (code read-only, a private copy of the vars),
+  arm64 ``qemu-system-aarch64 -machine virt`` (``-cpu cortex-a57`` under emulation) with AAVMF or the
+  image's own ``_efi_code``/``_efi_vars`` files;
+* the image is never written: a qcow2 overlay in a private temp dir is what the guest sees
+  (``.bin.bz2`` is first decompressed, sparse, into that temp dir);
+* Ignition through ``-fw_cfg name=opt/org.flatcar-linux/config,file=...``;
+* no guest network (``-nodefaults -nic none``) unless asked for, and then only
+  ``-nic user,...,restrict=on,hostfwd=tcp:127.0.0.1:<port>-:22``;
+* a KVM probe that really boots a tiny guest with the same ``-accel kvm -cpu host`` a check would use
+  (an openable ``/dev/kvm`` proves nothing: PVM hosts have one that cannot run a guest), cached per
+  host boot and QEMU binary;
+* slots so several checks on one host share its memory and cores instead of overcommitting them;
+* a supervisor (``SUPERVISOR_SOURCE``, run as ``python -c``) that owns QEMU: starts it with
+  ``PR_SET_PDEATHSIG`` so QEMU dies with it, watches the serial log for markers, enforces the timeout,
+  optionally checks the guest over SSH, always kills QEMU, and prints a JSON verdict.
+"""
+
+from __future__ import annotations
+
+import bz2
+import errno
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import sys
+import time
+import uuid
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - kiln targets are Linux
+    fcntl = None
+
+ARCHES = {"amd64-usr": "amd64", "arm64-usr": "arm64"}
+QEMU_BINARIES = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
+SERIAL_CONSOLE = {"amd64": "ttyS0", "arm64": "ttyAMA0"}
+IGNITION_FW_CFG = "opt/org.flatcar-linux/config"
+
+# What a real Flatcar console shows when the boot reached its goal (systemd >= 253 prints
+# "Reached target multi-user.target - Multi-User System.", older ones "Reached target Multi-User System.";
+# the getty prints "<hostname> login: ", with flatcar.autologin "... login: core (automatic login)").
+DEFAULT_SUCCESS_MARKERS = [r"Reached target (?:multi-user\.target - )?Multi-User System", r"\blogin: "]
+# What a real Flatcar (or its firmware) shows when the boot cannot succeed any more.
+DEFAULT_FAILURE_MARKERS = [
+    r"Kernel panic - not syncing",
+    r"Ignition failed",
+    r"You are in emergency mode",
+    r"Entering emergency mode",
+    r"No bootable device",
+    r"UEFI Interactive Shell",
+    r"Boot Failed\. ",
+]
+
+# Host firmware files per (arch, firmware): (code, vars template); first existing pair wins.
+HOST_FIRMWARE = {
+    ("amd64", "uefi"): [
+        ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+        ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+        ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"),
+        ("/usr/share/edk2/x64/OVMF_CODE.4m.fd", "/usr/share/edk2/x64/OVMF_VARS.4m.fd"),
+        ("/usr/share/edk2-ovmf/x64/OVMF_CODE.fd", "/usr/share/edk2-ovmf/x64/OVMF_VARS.fd"),
+        ("/usr/share/qemu/edk2-x86_64-code.fd", "/usr/share/qemu/edk2-i386-vars.fd"),
+    ],
+    ("arm64", "uefi"): [
+        ("/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd"),
+        ("/usr/share/edk2/aarch64/QEMU_EFI-pflash.raw", "/usr/share/edk2/aarch64/vars-template-pflash.raw"),
+        ("/usr/share/edk2/aarch64/QEMU_EFI-silent-pflash.raw", "/usr/share/edk2/aarch64/vars-template-pflash.raw"),
+        ("/usr/share/qemu/edk2-aarch64-code.fd", "/usr/share/qemu/edk2-arm-vars.fd"),
+        # unpadded firmware: only usable with -bios
+        ("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd", None),
+    ],
+}
+SEABIOS = ("/usr/share/seabios/bios-256k.bin", "/usr/share/qemu/bios-256k.bin")
+PROBE_MARKER = "KILN-PROBE-OK"
+
+
+class QemuError(Exception):
+    """A problem the caller must fix; the message is one line."""
+
+
+# ---------------------------------------------------------------------------------------------
+# host facts
+# ---------------------------------------------------------------------------------------------
+def host_arch():
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+
+
+def board_arch(board):
+    try:
+        return ARCHES[board]
+    except KeyError:
+        raise QemuError("unknown board %r: use one of %s" % (board, ", ".join(sorted(ARCHES))))
+
+
+def meminfo():
+    """{'MemTotal': kB, 'MemAvailable': kB, ...} from /proc/meminfo."""
+    info = {}
+    try:
+        with open("/proc/meminfo", "r", encoding="ascii") as fh:
+            for line in fh:
+                key, _sep, rest = line.partition(":")
+                parts = rest.split()
+                if parts and parts[0].isdigit():
+                    info[key] = int(parts[0])
+    except OSError:
+        pass
+    return info
+
+
+def cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def boot_id():
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "r", encoding="ascii") as fh:
+            return fh.read().strip()
+    except OSError:
+        return "unknown"
+
+
+def free_port():
+    """A free TCP port on 127.0.0.1 (QEMU binds it a moment later; a race is reported as a QEMU error)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def file_sha256(path, chunk=1024 * 1024):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def new_tag(kind="boot"):
+    """A unique name put on the QEMU command line (``-name``): lets anyone find a stray QEMU with pgrep -f."""
+    return "kiln-%s-%s" % (kind, uuid.uuid4().hex[:12])
+
+
+# ---------------------------------------------------------------------------------------------
+# images and firmware
+# ---------------------------------------------------------------------------------------------
+def vendor_firmware(image):
+    """For ``<prefix>_image.img`` (image_to_vm.sh qemu_uefi output) the sibling ``<prefix>_efi_code.qcow2``
+    and ``<prefix>_efi_vars.qcow2`` (or ``.fd``), when they exist."""
+    base = os.path.basename(image)
+    directory = os.path.dirname(os.path.abspath(image))
+    if "_image." not in base:
+        return None, None
+    prefix = base.split("_image.", 1)[0]
+    found = []
+    for kind in ("code", "vars"):
+        path = None
+        for ext in ("qcow2", "fd"):
+            cand = os.path.join(directory, "%s_efi_%s.%s" % (prefix, kind, ext))
+            if os.path.isfile(cand):
+                path = cand
+                break
+        found.append(path)
+    return found[0], found[1]
+
+
+def host_firmware(arch, firmware):
+    """(code, vars_template) for UEFI, (bios_or_None, None) for BIOS."""
+    if firmware == "bios":
+        for cand in SEABIOS:
+            if os.path.isfile(cand):
+                return cand, None
+        return None, None  # QEMU's built-in default
+    for code, vars_ in HOST_FIRMWARE.get((arch, firmware), []):
+        if os.path.isfile(code) and (vars_ is None or os.path.isfile(vars_)):
+            return code, vars_
+    pkg = "ovmf" if arch == "amd64" else "qemu-efi-aarch64"
+    raise QemuError("no %s UEFI firmware found on this host (looked for %s): install %s (the kiln.flatcar.tester role does)"
+                    % (arch, ", ".join(c for c, _v in HOST_FIRMWARE.get((arch, firmware), [])), pkg))
+
+
+def image_format(path, runner, qemu_img):
+    """raw or qcow2 (what qemu-img says; raw when it cannot tell)."""
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic == b"QFI\xfb":
+        return "qcow2"
+    if qemu_img:
+        rc, out, _err = runner.capture([qemu_img, "info", "--output=json", path])
+        if rc == 0:
+            try:
+                return json.loads(out).get("format") or "raw"
+            except ValueError:
+                pass
+    return "raw"
+
+
+def _is_zero(block, _zero=b"\0" * (1024 * 1024)):
+    return block == _zero[: len(block)]
+
+
+def decompress_bz2(src, dest, runner=None):
+    """Decompress ``src`` to ``dest`` keeping runs of zeros sparse (a Flatcar image is mostly empty).
+    Uses lbzip2/pbzip2 (parallel) through ``dd conv=sparse`` when present, else Python's bz2."""
+    tool = None
+    if runner is not None:
+        for name in ("lbzip2", "pbzip2"):
+            tool = runner.module.get_bin_path(name)
+            if tool:
+                break
+    dd = runner.module.get_bin_path("dd") if (runner is not None and tool) else None
+    if tool and dd:
+        status = dest + ".rc"
+        rc, _out, err = runner.capture(
+            ["/bin/sh", "-c", '("$1" -dc -- "$2"; echo $? > "$5") | "$3" of="$4" bs=1M conv=sparse status=none || exit $?; '
+             'exit "$(cat "$5")"', "kiln-bunzip", tool, src, dd, dest, status])
+        try:
+            os.unlink(status)
+        except OSError:
+            pass
+        if rc != 0:
+            detail = ((err or "").strip().splitlines() or ["rc=%d" % rc])[-1]
+            raise QemuError("cannot decompress %s: %s" % (src, detail))
+        return dest
+    size = 1024 * 1024
+    try:
+        with bz2.open(src, "rb") as fin, open(dest, "wb") as fout:
+            while True:
+                block = fin.read(size)
+                if not block:
+                    break
+                if _is_zero(block):
+                    fout.seek(len(block), os.SEEK_CUR)
+                else:
+                    fout.write(block)
+            fout.truncate()
+    except (OSError, EOFError, ValueError) as exc:
+        raise QemuError("cannot decompress %s: %s" % (src, exc))
+    return dest
+
+
+def make_overlay(base, base_fmt, dest, runner, qemu_img):
+    if not qemu_img:
+        raise QemuError("qemu-img not found: install qemu-utils (the kiln.flatcar.tester role does)")
+    rc, out, err = runner.capture([qemu_img, "create", "-q", "-f", "qcow2", "-F", base_fmt, "-b", os.path.abspath(base), dest])
+    if rc != 0:
+        raise QemuError("qemu-img could not create an overlay on %s: %s" % (base, (err or out).strip().splitlines()[-1:]))
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------
+# command lines
+# ---------------------------------------------------------------------------------------------
+def machine_args(arch, accel, host=None, cpus=1):
+    """-machine/-cpu/-accel for a guest ``arch`` on this host, as kola picks them."""
+    host = host or host_arch()
+    if accel == "kvm":
+        if arch == "amd64":
+            return ["-machine", "q35,graphics=off", "-accel", "kvm", "-cpu", "host"]
+        return ["-machine", "virt,gic-version=3", "-accel", "kvm", "-cpu", "host"]
+    tcg = "tcg,thread=multi" if cpus > 1 else "tcg"
+    if arch == "amd64":
+        return ["-machine", "q35,graphics=off", "-accel", tcg, "-cpu", "max"]
+    # kola: "-machine virt -cpu cortex-a57" when emulating arm64 (much faster than -cpu max under TCG)
+    return ["-machine", "virt", "-accel", tcg, "-cpu", "cortex-a57"]
+
+
+def build_command(qemu, arch, accel, tag, console_log, disk, disk_format="qcow2", firmware="bios", bios=None,
+                  efi_code=None, efi_code_format="raw", efi_vars=None, efi_vars_format="raw", ignition=None,
+                  memory=2048, cpus=2, ssh_port=None, no_reboot=True, extra_args=None, fw_cfg=None):
+    """The QEMU argv for one boot check. Nothing here touches the disk; the caller prepared the files."""
+    argv = [qemu, "-name", tag, "-nodefaults", "-no-user-config", "-display", "none",
+            "-monitor", "none", "-parallel", "none"]
+    argv += machine_args(arch, accel, cpus=cpus)
+    argv += ["-m", str(int(memory)), "-smp", str(int(cpus))]
+    if firmware == "uefi":
+        if efi_vars:
+            argv += ["-drive", "if=pflash,unit=0,format=%s,readonly=on,file=%s" % (efi_code_format, _drive_path(efi_code)),
+                     "-drive", "if=pflash,unit=1,format=%s,file=%s" % (efi_vars_format, _drive_path(efi_vars))]
+        else:
+            argv += ["-bios", efi_code]
+    elif bios:
+        argv += ["-bios", bios]
+    argv += ["-drive", "if=none,id=kilndisk,format=%s,file=%s,discard=unmap" % (disk_format, _drive_path(disk)),
+             "-device", "virtio-blk-pci,drive=kilndisk,bootindex=1"]
+    argv += ["-device", "virtio-rng-pci"]
+    argv += ["-serial", "file:%s" % console_log]
+    if ignition:
+        argv += ["-fw_cfg", "name=%s,file=%s" % (IGNITION_FW_CFG, _drive_path(ignition))]
+    for name, path in sorted((fw_cfg or {}).items()):
+        argv += ["-fw_cfg", "name=%s,file=%s" % (name, _drive_path(path))]
+    if ssh_port:
+        argv += ["-nic", "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22" % int(ssh_port)]
+    else:
+        argv += ["-nic", "none"]
+    if no_reboot:
+        argv.append("-no-reboot")
+    argv += list(extra_args or [])
+    return argv
+
+
+def _drive_path(path):
+    # QEMU option values separate with ','; a literal comma is written ',,'.
+    return str(path).replace(",", ",,")
+
+
+FORBIDDEN_EXTRA = ("-nic", "-net", "-netdev", "-serial", "-monitor", "-qmp", "-chardev", "-daemonize", "-pidfile",
+                   "-vnc", "-spice", "-incoming", "-S")
+
+
+def check_extra_args(args):
+    for arg in args or []:
+        flag = str(arg).split("=", 1)[0]
+        if flag in FORBIDDEN_EXTRA or flag.startswith("-netdev") or flag.startswith("--"):
+            raise QemuError("extra QEMU argument %s is not allowed: kiln owns networking, the serial console, "
+                            "monitors and the process lifetime" % arg)
+
+
+# ---------------------------------------------------------------------------------------------
+# the supervisor
+# ---------------------------------------------------------------------------------------------
+SUPERVISOR_SOURCE = r'''
+import ctypes, json, os, re, signal, subprocess, sys, time
+
+A = json.loads(sys.argv[1])
+LIBC = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+PARENT = os.getppid()
+LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+if os.getppid() != PARENT:
+    sys.exit(3)
+ANSI = re.compile(r"\x1b\[[0-9;?=>]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>78cDEHM]")
+OUT = {"verdict": "error", "reason": "supervisor did not finish", "matched": [], "failure_marker": None,
+       "boot_time_s": None, "qemu_rc": None, "ssh": None}
+proc = None
+start = time.monotonic()
+
+class Interrupted(Exception):
+    pass
+
+def on_signal(signum, _frame):
+    raise Interrupted("signal %d" % signum)
+
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(s, on_signal)
+
+def child_setup():
+    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    os.setpgid(0, 0)
+
+def kill_qemu():
+    if proc is None:
+        return
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            try:
+                proc.kill()
+            except OSError:
+                pass
+    try:
+        proc.wait(timeout=15)
+    except Exception:
+        pass
+    OUT["qemu_rc"] = proc.returncode
+
+def tail(path, n=30):
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 16384))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [l for l in ANSI.sub("", text).replace("\r", "").splitlines() if l.strip()][-n:]
+
+succ = [(m, re.compile(m)) for m in A["success"]]
+fail = [(m, re.compile(m)) for m in A["failure"]]
+need_all = A.get("match") == "all"
+text = ""
+scanned = 0
+pos = 0
+found = {}
+
+def read_console():
+    global text, pos
+    try:
+        with open(A["console_log"], "rb") as fh:
+            fh.seek(pos)
+            data = fh.read()
+    except OSError:
+        return
+    if data:
+        pos += len(data)
+        text += ANSI.sub("", data.decode("utf-8", "replace")).replace("\r", "")
+
+def line_at(idx):
+    b = text.rfind("\n", 0, idx) + 1
+    e = text.find("\n", idx)
+    return text[b:e if e >= 0 else len(text)].strip()[:300]
+
+def scan():
+    """Return 'failed', 'passed' or None."""
+    global scanned, text
+    lo = max(0, scanned - 512)
+    now = round(time.monotonic() - start, 3)
+    for m, rx in fail:
+        hit = rx.search(text, lo)
+        if hit:
+            OUT["failure_marker"] = {"marker": m, "line": line_at(hit.start()), "at_s": now}
+            return "failed"
+    for m, rx in succ:
+        if m in found:
+            continue
+        hit = rx.search(text, lo)
+        if hit:
+            found[m] = {"marker": m, "line": line_at(hit.start()), "at_s": now}
+    scanned = len(text)
+    if len(text) > 4 * 1024 * 1024:
+        cut = len(text) - 1024 * 1024
+        text = text[cut:]
+        scanned -= cut
+    if found and (not need_all or len(found) == len(succ)):
+        return "passed"
+    return None
+
+def ssh_check(deadline):
+    s = A["ssh"]
+    argv = [s["ssh"], "-p", str(s["port"]), "-i", s["key"], "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5",
+            "-o", "LogLevel=ERROR", "-o", "IdentitiesOnly=yes", "-o", "PasswordAuthentication=no",
+            "-F", "/dev/null", "%s@127.0.0.1" % s["user"], s.get("command") or "cat /etc/os-release"]
+    res = {"ok": False, "attempts": 0, "version": None, "error": None, "port": s["port"], "user": s["user"]}
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            res["error"] = "QEMU exited during the SSH check"
+            return res
+        res["attempts"] += 1
+        try:
+            r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               timeout=max(1, min(30, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            res["error"] = "ssh timed out"
+            continue
+        out = r.stdout.decode("utf-8", "replace")
+        if r.returncode == 0:
+            for line in out.splitlines():
+                if line.startswith("VERSION="):
+                    res["version"] = line.split("=", 1)[1].strip().strip('"')
+            res["output_tail"] = out.splitlines()[-20:]
+            want = s.get("expect_version")
+            if want and res["version"] != want:
+                res["error"] = "guest /etc/os-release has VERSION=%s, expected %s" % (res["version"], want)
+                return res
+            res["ok"] = True
+            res["error"] = None
+            return res
+        res["error"] = (r.stderr.decode("utf-8", "replace").strip().splitlines() or ["ssh rc=%d" % r.returncode])[-1]
+        time.sleep(1)
+    res["error"] = "no SSH login within the timeout (%s)" % (res["error"] or "no answer")
+    return res
+
+try:
+    open(A["console_log"], "wb").close()
+    qlog = open(A["qemu_log"], "ab")
+    proc = subprocess.Popen(A["argv"], stdin=subprocess.DEVNULL, stdout=qlog, stderr=subprocess.STDOUT,
+                            preexec_fn=child_setup, close_fds=True)
+    OUT["qemu_pid"] = proc.pid
+    deadline = start + float(A["timeout"])
+    verdict = None
+    while True:
+        read_console()
+        verdict = scan()
+        if verdict:
+            break
+        if proc.poll() is not None:
+            time.sleep(0.1)
+            read_console()
+            verdict = scan()
+            if not verdict:
+                verdict = "exited"
+            break
+        if time.monotonic() >= deadline:
+            verdict = "timeout"
+            break
+        time.sleep(float(A.get("poll", 0.1)))
+    OUT["matched"] = [found[m] for m, _rx in succ if m in found]
+    if verdict == "passed":
+        OUT["boot_time_s"] = max(v["at_s"] for v in found.values())
+        if A.get("ssh"):
+            OUT["ssh"] = ssh_check(deadline)
+            if not OUT["ssh"]["ok"]:
+                verdict = "failed"
+                OUT["reason"] = "SSH check failed: %s" % OUT["ssh"]["error"]
+    if verdict == "passed":
+        OUT["reason"] = "success marker seen after %.1fs" % OUT["boot_time_s"]
+    elif verdict == "failed" and OUT["failure_marker"]:
+        OUT["reason"] = "failure marker %r on the console: %s" % (OUT["failure_marker"]["marker"], OUT["failure_marker"]["line"])
+    elif verdict == "exited":
+        verdict = "failed"
+        OUT["reason"] = "QEMU exited with rc=%s before a success marker" % proc.returncode
+    elif verdict == "timeout":
+        OUT["reason"] = "no success marker within %ss" % A["timeout"]
+    OUT["verdict"] = verdict
+except Interrupted as exc:
+    OUT["verdict"] = "interrupted"
+    OUT["reason"] = "boot check interrupted (%s)" % exc
+except Exception as exc:
+    OUT["verdict"] = "error"
+    OUT["reason"] = "%s: %s" % (type(exc).__name__, exc)
+finally:
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
+    kill_qemu()
+    OUT["elapsed_s"] = round(time.monotonic() - start, 3)
+    OUT["console_tail"] = tail(A["console_log"])
+    OUT["qemu_log_tail"] = tail(A["qemu_log"], 15)
+    sys.stdout.write(json.dumps(OUT) + "\n")
+    sys.stdout.flush()
+'''
+
+
+def supervise(runner, argv, console_log, qemu_log, success, failure, timeout, match="any", ssh=None, poll=0.1):
+    """Run QEMU under the supervisor; return its verdict dict (QEMU is gone when this returns)."""
+    args = {
+        "argv": [str(a) for a in argv],
+        "console_log": console_log,
+        "qemu_log": qemu_log,
+        "success": list(success),
+        "failure": list(failure),
+        "match": match,
+        "timeout": float(timeout),
+        "ssh": ssh,
+        "poll": poll,
+    }
+    rc, out, err = runner.capture([sys.executable, "-c", SUPERVISOR_SOURCE, json.dumps(args)])
+    for line in reversed((out or "").strip().splitlines()):
+        try:
+            result = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(result, dict) and "verdict" in result:
+            result["supervisor_rc"] = rc
+            return result
+    detail = ((err or "").strip().splitlines() or ["no output"])[-1]
+    return {"verdict": "error", "reason": "the QEMU supervisor failed (rc=%s): %s" % (rc, detail), "matched": [],
+            "failure_marker": None, "boot_time_s": None, "qemu_rc": None, "ssh": None, "console_tail": [],
+            "qemu_log_tail": [], "supervisor_rc": rc}
+
+
+# ---------------------------------------------------------------------------------------------
+# the KVM probe
+# ---------------------------------------------------------------------------------------------
+def x86_probe_sector(marker=PROBE_MARKER):
+    """A 512-byte MBR boot sector: prints ``marker`` on COM1 (0x3f8) and halts."""
+    msg = (marker + "\r\n").encode("ascii") + b"\0"
+    code = bytearray()
+    code += b"\xfa\xfc"                      # cli; cld
+    code += b"\x31\xc0\x8e\xd8"              # xor ax,ax; mov ds,ax
+    si_at = len(code) + 1
+    code += b"\xbe\x00\x00"                  # mov si, msg (patched)
+    code += b"\xba\xf8\x03"                  # mov dx, 0x3f8
+    loop = len(code)
+    code += b"\xac"                          # lodsb
+    code += b"\x84\xc0"                      # test al,al
+    code += b"\x74\x03"                      # jz done
+    code += b"\xee"                          # out dx,al
+    code += bytes([0xEB, (loop - (len(code) + 2)) & 0xFF])  # jmp loop
+    done = len(code)
+    code += b"\xf4"                          # hlt
+    code += bytes([0xEB, (done - (len(code) + 2)) & 0xFF])  # jmp done
+    addr = 0x7C00 + len(code)
+    code[si_at:si_at + 2] = bytes([addr & 0xFF, addr >> 8])
+    code += msg
+    sector = bytes(code) + b"\0" * (510 - len(code)) + b"\x55\xaa"
+    return sector
+
+
+def arm64_probe_kernel(marker=PROBE_MARKER):
+    """A raw AArch64 payload for ``-machine virt -kernel``: prints ``marker`` on the PL011 at 0x09000000."""
+    words = [
+        0xD2A12000,  # movz x0, #0x0900, lsl #16
+        0x100000E1,  # adr  x1, msg (+28)
+        0x38401422,  # ldrb w2, [x1], #1
+        0x34000062,  # cbz  w2, done (+12)
+        0x39000002,  # strb w2, [x0]
+        0x17FFFFFD,  # b    loop (-12)
+        0xD503207F,  # done: wfi
+        0x17FFFFFF,  # b    done
+    ]
+    blob = b"".join(w.to_bytes(4, "little") for w in words)
+    return blob + (marker + "\r\n").encode("ascii") + b"\0" * 4
+
+
+def probe_cache_key(qemu):
+    try:
+        st = os.stat(qemu)
+        qid = "%s:%d:%d" % (qemu, st.st_size, int(st.st_mtime))
+    except OSError:
+        qid = qemu
+    return {"host": socket.gethostname(), "boot_id": boot_id(), "kernel": platform.release(), "qemu": qid}
+
+
+def kvm_probe(runner, arch, qemu, cache_dir, refresh=False, timeout=20, read_only=False):
+    """Whether KVM can really run an ``arch`` guest here: {'usable', 'reason', 'cached', 'cache_path', ...}.
+
+    Boots a tiny guest (an MBR boot sector on amd64, a raw payload on arm64) with ``-accel kvm -cpu host``,
+    exactly the acceleration a check would use, and caches the answer per host boot and QEMU binary.
+    ``read_only`` (check mode) returns the cached answer or ``usable=None`` without booting anything.
+    """
+    info = {"usable": False, "reason": None, "cached": False, "cache_path": None, "probe_s": None}
+    if arch != host_arch():
+        info["reason"] = "%s guest on a %s host is emulated (TCG)" % (arch, host_arch())
+        return info
+    if not os.path.exists("/dev/kvm"):
+        info["reason"] = "/dev/kvm does not exist"
+        return info
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        info["reason"] = "/dev/kvm is not readable and writable by this user"
+        return info
+    cache_path = os.path.join(cache_dir, "kvm-probe-%s.json" % arch)
+    info["cache_path"] = cache_path
+    key = probe_cache_key(qemu)
+    if not refresh:
+        try:
+            with open(cache_path, "r", encoding="utf-8") as fh:
+                cached = json.load(fh)
+            if cached.get("key") == key:
+                info.update(usable=bool(cached.get("usable")), reason=cached.get("reason"), cached=True,
+                            probe_s=cached.get("probe_s"))
+                return info
+        except (OSError, ValueError):
+            pass
+    if read_only:
+        info["usable"] = None
+        info["reason"] = "not probed yet (check mode boots nothing)"
+        return info
+    import tempfile  # local: only the probe needs it
+
+    tmp = tempfile.mkdtemp(prefix="kiln-kvm-probe-")
+    try:
+        tag = new_tag("probe")
+        console = os.path.join(tmp, "console.log")
+        argv = [qemu, "-name", tag, "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
+                "-nic", "none", "-m", "64", "-smp", "1", "-no-reboot"] + machine_args(arch, "kvm")
+        if arch == "amd64":
+            disk = os.path.join(tmp, "probe.img")
+            with open(disk, "wb") as fh:
+                fh.write(x86_probe_sector())
+                fh.truncate(1024 * 1024)
+            argv += ["-drive", "file=%s,format=raw,if=none,id=probe" % _drive_path(disk),
+                     "-device", "virtio-blk-pci,drive=probe,bootindex=1"]
+        else:
+            kernel = os.path.join(tmp, "probe.bin")
+            with open(kernel, "wb") as fh:
+                fh.write(arm64_probe_kernel())
+            argv += ["-kernel", kernel]
+        argv += ["-serial", "file:%s" % console]
+        res = supervise(runner, argv, console, os.path.join(tmp, "qemu.log"), [PROBE_MARKER], [], timeout)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    usable = res.get("verdict") == "passed"
+    if usable:
+        reason = "a test guest booted with -accel kvm -cpu host in %.2fs" % (res.get("boot_time_s") or 0)
+    else:
+        detail = (res.get("qemu_log_tail") or [res.get("reason") or ""])[-1]
+        reason = "a test guest did not boot with -accel kvm -cpu host (%s): %s" % (res.get("reason"), detail)
+    info.update(usable=usable, reason=" ".join(reason.split()), cached=False, probe_s=res.get("elapsed_s"))
+    save_probe(cache_path, key, usable, info["reason"], info["probe_s"])
+    return info
+
+
+def save_probe(cache_path, key, usable, reason, probe_s=None):
+    from ansible_collections.kiln.flatcar.plugins.module_utils._version import atomic_write
+
+    atomic_write(cache_path, json.dumps({"key": key, "usable": usable, "reason": reason, "probe_s": probe_s,
+                                         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2) + "\n")
+
+
+KVM_BROKEN_HINTS = ("KVM internal error", "failed to set MSR", "kvm_buf_set_msrs", "kvm run failed",
+                    "KVM_RUN failed", "Could not access KVM kernel module", "failed to initialize kvm")
+
+
+def kvm_failed_at_runtime(result):
+    """True when a KVM boot died of KVM itself (then the caller retries under TCG and re-caches)."""
+    text = "\n".join(result.get("qemu_log_tail") or [])
+    return any(h in text for h in KVM_BROKEN_HINTS)
+
+
+# ---------------------------------------------------------------------------------------------
+# parallel slots
+# ---------------------------------------------------------------------------------------------
+class Slot:
+    """One admitted boot check: holds an flock on ``<dir>/slot-<n>`` until released."""
+
+    def __init__(self, fd, path, index, capacity, waited):
+        self.fd = fd
+        self.path = path
+        self.index = index
+        self.capacity = capacity
+        self.waited = waited
+
+    def release(self):
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        try:
+            if fcntl is not None:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+    def as_dict(self):
+        return {"index": self.index, "capacity": self.capacity, "waited_s": round(self.waited, 3), "path": self.path}
+
+
+def capacity(memory_mb, cpus, held_mem_mb=0, max_slots=0, reserve_mb=512):
+    """How many checks of this size the host can run at once, counting those already running."""
+    mi = meminfo()
+    avail_mb = (mi.get("MemAvailable", mi.get("MemFree", 0)) // 1024) + held_mem_mb - reserve_mb
+    by_mem = max(1, avail_mb // max(1, memory_mb + 256))  # + QEMU's own overhead
+    by_cpu = max(1, cpu_count() // max(1, cpus))
+    cap = int(min(by_mem, by_cpu))
+    if max_slots:
+        cap = min(cap, int(max_slots))
+    return max(1, cap)
+
+
+def acquire_slot(slot_dir, memory_mb, cpus, max_slots=0, wait=3600, poll=0.5):
+    """Wait (up to ``wait`` seconds) until this check fits on the host; return a Slot."""
+    os.makedirs(slot_dir, exist_ok=True)
+    start = time.monotonic()
+    gate_path = os.path.join(slot_dir, "gate.lock")
+    while True:
+        gate = os.open(gate_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(gate, fcntl.LOCK_EX)
+            held = []
+            for name in sorted(os.listdir(slot_dir)):
+                if not name.startswith("slot-"):
+                    continue
+                path = os.path.join(slot_dir, name)
+                live = _slot_alive(path)
+                if live is None:
+                    continue
+                held.append(live)
+            held_mem = sum(h.get("memory_mb", 0) for h in held)
+            cap = capacity(memory_mb, cpus, held_mem, max_slots)
+            if len(held) < cap:
+                used = set(h.get("index") for h in held)
+                index = next(i for i in range(cap + len(held) + 1) if i not in used)
+                path = os.path.join(slot_dir, "slot-%d" % index)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                os.ftruncate(fd, 0)
+                os.write(fd, json.dumps({"index": index, "memory_mb": memory_mb, "cpus": cpus, "pid": os.getpid()}).encode())
+                return Slot(fd, path, index, cap, time.monotonic() - start)
+        finally:
+            if fcntl is not None:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+            os.close(gate)
+        if time.monotonic() - start > wait:
+            raise QemuError("no free boot-check slot on this host after %ds (%d checks running, capacity %d): "
+                            "wait for them or raise max_parallel" % (wait, len(held), cap))
+        time.sleep(poll)
+
+
+def _slot_alive(path):
+    """The slot's JSON when its holder still holds the lock, else None (stale slots are removed)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    with open(path, "r", encoding="utf-8") as fh:
+                        try:
+                            return json.load(fh)
+                        except ValueError:
+                            return {"memory_mb": 0}
+                raise
+        # nobody holds it: a crashed check left it behind
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return None
+    finally:
+        os.close(fd)

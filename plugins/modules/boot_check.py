@@ -1,0 +1,833 @@
+#!/usr/bin/python
+# Copyright (c) kiln developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: boot_check
+short_description: Boot a Flatcar image under QEMU and check that it reaches its goal
+version_added: 0.1.0
+description:
+  - Boots a Flatcar image under QEMU the way kola does (C(flatcar/mantle platform/qemu.go)) and watches the serial
+    console for success markers (by default a real Flatcar console's C(Reached target ... Multi-User System) or the
+    C(login:) prompt) and failure markers (C(Kernel panic), C(Ignition failed), C(emergency mode), firmware that found
+    nothing to boot), with a timeout.
+  - Takes the generic C(flatcar_production_image.bin), C(flatcar_production_image.bin.bz2) (decompressed, sparse, into a
+    private temp dir), or the C(qemu_uefi) vendor image with its C(_efi_code)/C(_efi_vars) files. The image itself
+    is never written to; the guest runs on a qcow2 overlay, and UEFI variables go to a private copy.
+  - amd64 boots with C(-machine q35) under SeaBIOS (O(firmware=bios)) or OVMF (O(firmware=uefi)); arm64 boots with
+    C(qemu-system-aarch64 -machine virt) under AAVMF (UEFI only, like Flatcar's own tests).
+  - Uses KVM when it really works on the host, else TCG emulation. Whether KVM works is found by booting a tiny guest
+    with C(-accel kvm -cpu host) once per host boot and QEMU binary (an openable C(/dev/kvm) is not enough, since on PVM hosts it
+    cannot run a guest); the answer is cached in O(cache_dir). arm64 on amd64 is always emulated. Timeouts grow under
+    emulation (O(tcg_timeout_factor)).
+  - Passes Ignition with C(-fw_cfg name=opt/org.flatcar-linux/config,file=...). The guest gets no network at all unless
+    O(ssh) is set; then only user-mode networking with C(restrict=on) and a port forwarded from C(127.0.0.1) to guest
+    port 22.
+  - QEMU runs under a small supervisor that kills it on success, failure, timeout or interruption (QEMU is started with
+    C(PR_SET_PDEATHSIG), so it also dies when Ansible kills the module). Temp files are always removed.
+  - Several checks on one host share it through slots sized from free memory and cores (O(max_parallel)).
+  - With O(record_path) or O(scripts_dir) + O(board) the verdict is recorded as stage C(boot_check:<firmware>) of the
+    build record, with the image's sha256 in the input digest; a check that passed with the same inputs is skipped
+    unless O(force=true).
+author:
+  - kiln developers (@kiln-project)
+extends_documentation_fragment:
+  - kiln.flatcar._attributes
+  - kiln.flatcar._attributes.actiongroup
+attributes:
+  check_mode:
+    support: full
+    details: Reports the QEMU command, acceleration and timeout that would be used; boots nothing (also no KVM probe).
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details: With a build record, a passed check with the same inputs is skipped. Without one every run boots.
+options:
+  image:
+    description:
+      - The image to boot. When omitted, the generic image recorded by the C(image) stage of the build record is used.
+      - The C(qemu_uefi) vendor image (C(flatcar_production_qemu_uefi_image.img)) brings its own firmware files, found
+        next to it.
+    type: path
+  board:
+    description: Flatcar board of the image.
+    type: str
+    choices: [amd64-usr, arm64-usr]
+  firmware:
+    description: Firmware to boot with. V(bios) is amd64 only.
+    type: str
+    choices: [bios, uefi]
+    default: uefi
+  efi_code:
+    description: UEFI code file (raw C(.fd) or C(.qcow2)); default the image's C(_efi_code) file or the host's OVMF/AAVMF.
+    type: path
+  efi_vars:
+    description: UEFI variables template (copied, never written); default the image's C(_efi_vars) file or the host's.
+    type: path
+  ignition:
+    description:
+      - Ignition config for the first boot, a path to a JSON file (passed unchanged) or the config as a dict.
+    type: raw
+  success_markers:
+    description: Python regular expressions; the boot passes when O(success_match) of them appeared on the console.
+    type: list
+    elements: str
+  success_match:
+    description: Whether V(any) success marker suffices or V(all) must appear.
+    type: str
+    choices: [any, all]
+    default: any
+  failure_markers:
+    description: Python regular expressions that fail the boot at once when they appear on the console.
+    type: list
+    elements: str
+  extra_failure_markers:
+    description: Added to O(failure_markers) (or to the defaults).
+    type: list
+    elements: str
+    default: []
+  timeout:
+    description:
+      - Seconds to wait for the success markers with KVM. Under emulation this is multiplied by O(tcg_timeout_factor),
+        and by 1.5 more when emulating another architecture (arm64 on amd64).
+    type: int
+    default: 180
+  tcg_timeout_factor:
+    description: Multiplier for O(timeout) under TCG emulation.
+    type: float
+    default: 3.0
+  accel:
+    description: V(auto) uses KVM when the probe says it works. V(tcg) forces emulation; V(kvm) fails when KVM does not work.
+    type: str
+    choices: [auto, kvm, tcg]
+    default: auto
+  memory:
+    description: Guest memory in MiB.
+    type: int
+    default: 2048
+  cpus:
+    description: Guest vCPUs.
+    type: int
+    default: 2
+  ssh:
+    description:
+      - Also log in over SSH after the success markers (user-mode network, C(restrict=on), port forward on 127.0.0.1 only)
+        and read C(/etc/os-release).
+      - Without O(ssh.private_key) an ephemeral key is made; with O(ssh.inject_key) its public key is added to the Ignition
+        config for O(ssh.user).
+    type: dict
+    suboptions:
+      user:
+        description: Login user.
+        type: str
+        default: core
+      private_key:
+        description: Private key file for the login (its public key is derived with C(ssh-keygen -y)).
+        type: path
+      inject_key:
+        description: Add the public key to the Ignition config (C(passwd.users[].sshAuthorizedKeys)).
+        type: bool
+        default: true
+      expect_version:
+        description: Fail unless C(VERSION) in the guest's C(/etc/os-release) equals this.
+        type: str
+      command:
+        description: Command run in the guest; its output must contain C(VERSION=) when O(ssh.expect_version) is set.
+        type: str
+        default: cat /etc/os-release
+  no_reboot:
+    description: Pass C(-no-reboot), so a guest that reboots or panics ends the check at once.
+    type: bool
+    default: true
+  extra_args:
+    description: More QEMU arguments. Networking, serial, monitor and daemon options are refused.
+    type: list
+    elements: str
+    default: []
+  console_log:
+    description: Where to keep the serial console log. Default the build record's C(logs/) dir, else O(cache_dir)C(/logs).
+    type: path
+  cache_dir:
+    description: Per-host kiln state (KVM probe answer, slot locks, logs).
+    type: path
+    default: ~/.cache/kiln
+  work_dir:
+    description: Where the private temp dir (overlay, decompressed image, UEFI vars copy) is made. Needs room for a
+      decompressed image when O(image) is C(.bz2).
+    type: path
+  max_parallel:
+    description: Most checks running at once on this host; V(0) sizes it from free memory and cores.
+    type: int
+    default: 0
+  slot_wait:
+    description: Seconds to wait for a free slot before failing.
+    type: int
+    default: 3600
+  probe_only:
+    description: Only probe (and cache) whether KVM works on this host for O(board); boot nothing else.
+    type: bool
+    default: false
+  refresh_probe:
+    description: Probe KVM again even when a cached answer exists.
+    type: bool
+    default: false
+  record_path:
+    description: Build record to update (stage C(boot_check:<firmware>)).
+    type: path
+  scripts_dir:
+    description: Scripts checkout; with O(board) locates the build record of the pinned version.
+    type: path
+  force:
+    description: Boot even when the build record says this check passed with the same inputs.
+    type: bool
+    default: false
+notes:
+  - Markers are matched on the console text with ANSI escape sequences and carriage returns removed.
+  - Real Flatcar under emulation takes minutes; the default timeout (180s with KVM) becomes 540s under TCG and 810s for
+    arm64 on amd64.
+seealso:
+  - module: kiln.flatcar.kola
+"""
+
+EXAMPLES = r"""
+- name: Boot-check the built image under UEFI and record the verdict
+  kiln.flatcar.boot_check:
+    scripts_dir: /var/lib/kiln/scripts
+    board: amd64-usr
+    firmware: uefi
+
+- name: Boot a downloaded image with Ignition and check the version over SSH
+  kiln.flatcar.boot_check:
+    image: /srv/images/flatcar_production_image.bin.bz2
+    board: amd64-usr
+    firmware: bios
+    ignition:
+      ignition: {version: 3.4.0}
+      storage:
+        files:
+          - path: /etc/hostname
+            contents: {source: "data:,kiln-check"}
+    ssh:
+      expect_version: 4593.2.5
+
+- name: Does KVM work here?
+  kiln.flatcar.boot_check:
+    board: amd64-usr
+    probe_only: true
+"""
+
+RETURN = r"""
+changed:
+  description: Whether a boot ran (and the record was updated); false when the recorded check is current.
+  returned: always
+  type: bool
+verdict:
+  description: V(passed), V(failed), V(timeout), V(interrupted), V(error), V(skipped) (record current) or V(would_run) (check mode).
+  returned: always
+  type: str
+reason:
+  description: One line explaining the verdict.
+  returned: always
+  type: str
+boot_time_s:
+  description: Seconds from QEMU start to the success markers.
+  returned: when the markers appeared
+  type: float
+elapsed_s:
+  description: Seconds QEMU ran.
+  returned: when a boot ran
+  type: float
+matched_markers:
+  description: Success markers seen, with the console line and the time they appeared.
+  returned: when a boot ran
+  type: list
+  elements: dict
+  contains:
+    marker:
+      description: The marker regex.
+      type: str
+    line:
+      description: The console line it matched.
+      type: str
+    at_s:
+      description: Seconds after QEMU start.
+      type: float
+failure_marker:
+  description: The failure marker that ended the boot.
+  returned: when a failure marker matched
+  type: dict
+console_log:
+  description: Path of the serial console log (kept after the check).
+  returned: when a boot ran
+  type: str
+log_tail:
+  description: Last console lines.
+  returned: when a boot ran
+  type: list
+  elements: str
+accel:
+  description: V(kvm) or V(tcg).
+  returned: always
+  type: str
+kvm:
+  description: The KVM probe's answer (usable, reason, cached, cache_path).
+  returned: always
+  type: dict
+timeout_s:
+  description: The effective timeout after scaling for emulation.
+  returned: unless probe_only
+  type: float
+qemu_cmd:
+  description: The QEMU argv (contains the unique C(-name kiln-boot-...) tag).
+  returned: unless probe_only
+  type: list
+  elements: str
+qemu_name:
+  description: The unique tag passed as C(-name); find a QEMU of this check with C(pgrep -f <tag>).
+  returned: unless probe_only
+  type: str
+image:
+  description: The image booted and its sha256.
+  returned: unless probe_only
+  type: dict
+ssh:
+  description: SSH check result (ok, version, attempts, error, port).
+  returned: when ssh was asked for and the markers appeared
+  type: dict
+slot:
+  description: The parallel slot used (index, capacity, waited_s).
+  returned: when a boot ran
+  type: dict
+stage:
+  description: Build record stage name.
+  returned: when a record is used
+  type: str
+record_path:
+  description: Path of the build record.
+  returned: when a record is used
+  type: str
+"""
+
+import copy
+import json
+import os
+import shutil
+import re
+import signal
+import tempfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kiln.flatcar.plugins.module_utils import _qemu as q
+from ansible_collections.kiln.flatcar.plugins.module_utils._record import (
+    BuildRecord,
+    RecordError,
+    RecordLocked,
+    digest,
+    record_path as record_path_for,
+)
+from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner, tail_lines
+from ansible_collections.kiln.flatcar.plugins.module_utils._version import VERSIONFILE, FlatcarVersion, VersionError, read_versionfile
+
+CROSS_ARCH_FACTOR = 1.5
+
+
+class _Interrupted(BaseException):
+    """SIGTERM/SIGINT/SIGHUP: a BaseException so AnsibleModule.run_command does not swallow it."""
+
+
+def _on_signal(signum, _frame):
+    raise _Interrupted("signal %d" % signum)
+
+
+def one_line(text, limit=600):
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Check:
+    def __init__(self, module):
+        self.module = module
+        self.p = module.params
+        self.cache_dir = os.path.abspath(self.p["cache_dir"])
+        self.tmp = None
+        self.slot = None
+        self.record_path = None
+        self.stage = "boot_check:%s" % self.p["firmware"]
+        self.runner = Runner(module, log_path=None)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def fail(self, msg, **extra):
+        self.cleanup()
+        self.module.fail_json(msg=one_line(msg), **extra)
+
+    def cleanup(self):
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+    def locate_record(self):
+        p = self.p
+        if p["record_path"]:
+            return os.path.abspath(p["record_path"])
+        if p["scripts_dir"]:
+            if not p["board"]:
+                self.fail("scripts_dir needs board to find the build record")
+            scripts = os.path.abspath(p["scripts_dir"])
+            try:
+                vf = read_versionfile(os.path.join(scripts, VERSIONFILE))
+                version = FlatcarVersion.parse(vf["FLATCAR_VERSION"], "FLATCAR_VERSION in version.txt")
+            except (VersionError, KeyError, OSError) as exc:
+                self.fail("cannot read the pinned version in %s: %s" % (scripts, exc))
+            return record_path_for(os.path.join(scripts, "__build__", "images"), p["board"], version.version)
+        return None
+
+    def open_record(self, retries=50):
+        """Open the build record for writing, waiting briefly when another check is writing it."""
+        for _i in range(retries):
+            try:
+                return BuildRecord.open(self.record_path, board=self.p["board"], create=False)
+            except RecordLocked:
+                time.sleep(0.2)
+            except RecordError as exc:
+                self.fail(str(exc), record_path=self.record_path)
+        try:
+            return BuildRecord.open(self.record_path, board=self.p["board"], create=False)
+        except RecordError as exc:
+            self.fail(str(exc), record_path=self.record_path)
+        return None
+
+    def image_from_record(self, record):
+        stage = record.stage("image")
+        if not stage or stage.get("status") != "passed":
+            self.fail("stage image has not passed in %s: build the image first or pass image" % self.record_path,
+                      record_path=self.record_path)
+        outs = [o for o in stage.get("outputs", []) if o.get("role") == "generic_image"]
+        outs.sort(key=lambda o: (not o["path"].endswith(".bin"), o["path"]))
+        if not outs:
+            self.fail("the image stage in %s recorded no generic image (flatcar_production_image.bin[.bz2]): pass image"
+                      % self.record_path, record_path=self.record_path)
+        return os.path.join(record.build_root, outs[0]["path"]), outs[0].get("sha256")
+
+    # -- ignition and ssh ---------------------------------------------------------------------
+    def ignition_source(self):
+        ign = self.p["ignition"]
+        if ign is None or ign == "":
+            return None, None
+        if isinstance(ign, dict):
+            return None, ign
+        if isinstance(ign, str):
+            path = os.path.abspath(ign)
+            if not os.path.isfile(path):
+                self.fail("ignition file %s does not exist" % path)
+            return path, None
+        self.fail("ignition must be a path or a dict, not %s" % type(ign).__name__)
+        return None, None
+
+    def ssh_setup(self, ign_path, ign_dict):
+        """Return (ssh_args_for_supervisor, ignition_path_or_dict) with the key injected when asked."""
+        s = self.p["ssh"]
+        key = s.get("private_key")
+        if key:
+            key = os.path.abspath(key)
+            if not os.path.isfile(key):
+                self.fail("ssh.private_key %s does not exist" % key)
+        else:
+            keygen = self.module.get_bin_path("ssh-keygen")
+            if not keygen:
+                self.fail("ssh-keygen not found: install openssh-client or pass ssh.private_key")
+            key = os.path.join(self.tmp, "id_ed25519")
+            rc, _out, err = self.runner.capture([keygen, "-q", "-t", "ed25519", "-N", "", "-C", "kiln-boot-check", "-f", key])
+            if rc != 0:
+                self.fail("ssh-keygen failed: %s" % err)
+        ssh_bin = self.module.get_bin_path("ssh")
+        if not ssh_bin:
+            self.fail("ssh not found: install openssh-client for the SSH check")
+        if s.get("inject_key", True):
+            keygen = self.module.get_bin_path("ssh-keygen", required=True)
+            rc, pub, err = self.runner.capture([keygen, "-y", "-f", key])
+            if rc != 0:
+                self.fail("cannot derive the public key of %s: %s" % (key, (err or "").strip()))
+            if ign_path:
+                try:
+                    with open(ign_path, "r", encoding="utf-8") as fh:
+                        ign_dict = json.load(fh)
+                except (OSError, ValueError) as exc:
+                    self.fail("cannot add the SSH key to Ignition config %s (%s): fix the file or set ssh.inject_key=false"
+                              % (ign_path, exc))
+                ign_path = None
+            ign_dict = copy.deepcopy(ign_dict) if ign_dict else {"ignition": {"version": "3.3.0"}}
+            users = ign_dict.setdefault("passwd", {}).setdefault("users", [])
+            user = next((u for u in users if u.get("name") == s["user"]), None)
+            if user is None:
+                user = {"name": s["user"]}
+                users.append(user)
+            keys = user.setdefault("sshAuthorizedKeys", [])
+            if pub.strip() not in keys:
+                keys.append(pub.strip())
+        args = {"ssh": ssh_bin, "key": key, "user": s["user"], "expect_version": s.get("expect_version"),
+                "command": s.get("command") or "cat /etc/os-release"}
+        return args, ign_path, ign_dict
+
+    # -- main ---------------------------------------------------------------------------------
+    def run(self):
+        p = self.p
+        module = self.module
+        if not p["board"]:
+            self.fail("board is required")
+        arch = q.ARCHES[p["board"]]
+        if p["firmware"] == "bios" and arch == "arm64":
+            self.fail("firmware bios is not valid for arm64-usr: arm64 Flatcar boots with UEFI only (use firmware: uefi)")
+        qemu = module.get_bin_path(q.QEMU_BINARIES[arch])
+        if not qemu:
+            self.fail("%s not found: install QEMU (the kiln.flatcar.tester role does)" % q.QEMU_BINARIES[arch])
+        if p["memory"] < 128 or p["cpus"] < 1:
+            self.fail("memory must be at least 128 MiB and cpus at least 1")
+
+        # KVM or TCG
+        kvm = {"usable": False, "reason": "accel=tcg requested", "cached": False, "cache_path": None}
+        if p["accel"] != "tcg" or p["probe_only"]:
+            kvm = q.kvm_probe(self.runner, arch, qemu, self.cache_dir, refresh=p["refresh_probe"],
+                              read_only=module.check_mode)
+        if p["probe_only"]:
+            module.exit_json(changed=False, verdict="probed", reason=kvm["reason"], kvm=kvm,
+                             accel="kvm" if kvm["usable"] else "tcg")
+        if p["accel"] == "kvm" and kvm["usable"] is False:
+            self.fail("accel=kvm but KVM cannot run a guest here: %s" % kvm["reason"], kvm=kvm)
+        accel = "kvm" if (p["accel"] != "tcg" and kvm["usable"]) else "tcg"
+        factor = 1.0
+        if accel == "tcg":
+            factor = p["tcg_timeout_factor"]
+            if arch != q.host_arch():
+                factor *= CROSS_ARCH_FACTOR
+        timeout_s = round(p["timeout"] * factor, 1)
+
+        # record
+        self.record_path = self.locate_record()
+        record_image_sha = None
+        image = p["image"]
+        record = None
+        if self.record_path:
+            if not os.path.isfile(self.record_path):
+                self.fail("no build record at %s: build the image first (or leave out record_path/scripts_dir)"
+                          % self.record_path, record_path=self.record_path)
+            try:
+                record = BuildRecord.open(self.record_path, board=p["board"], create=False, read_only=True)
+            except RecordError as exc:
+                self.fail(str(exc), record_path=self.record_path)
+            if not image:
+                image, record_image_sha = self.image_from_record(record)
+        if not image:
+            self.fail("image is required unless a build record (record_path or scripts_dir) names it")
+        image = os.path.abspath(image)
+        if not os.path.isfile(image):
+            self.fail("image %s does not exist" % image, record_path=self.record_path)
+        image_sha = q.file_sha256(image)
+        if record_image_sha and record_image_sha != image_sha:
+            self.fail("image %s changed since the image stage recorded it (sha256 differs): rebuild it" % image,
+                      record_path=self.record_path)
+
+        # firmware files
+        vcode, vvars = q.vendor_firmware(image)
+        efi_code, efi_vars, bios = p["efi_code"], p["efi_vars"], None
+        if p["firmware"] == "uefi":
+            if not efi_code:
+                if vcode:
+                    efi_code, efi_vars = vcode, efi_vars or vvars
+                else:
+                    try:
+                        efi_code, host_vars = q.host_firmware(arch, "uefi")
+                    except q.QemuError as exc:
+                        self.fail(str(exc))
+                    efi_vars = efi_vars or host_vars
+            for f in (efi_code, efi_vars):
+                if f and not os.path.isfile(f):
+                    self.fail("UEFI firmware file %s does not exist" % f)
+        else:
+            bios, _none = q.host_firmware(arch, "bios")
+
+        ign_path, ign_dict = self.ignition_source()
+        try:
+            q.check_extra_args(p["extra_args"])
+        except q.QemuError as exc:
+            self.fail(str(exc))
+        success = p["success_markers"] if p["success_markers"] else list(q.DEFAULT_SUCCESS_MARKERS)
+        failure = list(p["failure_markers"] if p["failure_markers"] is not None else q.DEFAULT_FAILURE_MARKERS)
+        failure += [m for m in p["extra_failure_markers"] if m not in failure]
+        for m in success + failure:
+            try:
+                re.compile(m)
+            except re.error as exc:
+                self.fail("marker %r is not a valid regular expression: %s" % (m, exc))
+
+        ign_digest = None
+        if ign_path:
+            ign_digest = "sha256:" + q.file_sha256(ign_path)
+        elif ign_dict is not None:
+            ign_digest = digest(ign_dict)
+        inputs = {
+            "stage": self.stage,
+            "board": p["board"],
+            "firmware": p["firmware"],
+            "image": {"path": image, "sha256": image_sha},
+            "efi_code": os.path.basename(efi_code) if efi_code else None,
+            "ignition": ign_digest,
+            "success_markers": success,
+            "success_match": p["success_match"],
+            "failure_markers": failure,
+            "ssh": {"user": p["ssh"]["user"], "expect_version": p["ssh"].get("expect_version")} if p["ssh"] else None,
+        }
+        if record is not None:
+            inputs["previous_stage"] = {"name": "image", "result_digest": record.stage_result_digest("image")}
+        # the image path is left out: a build tree copied elsewhere stays current
+        input_digest = digest(dict(inputs, image={"sha256": image_sha}))
+        tag = q.new_tag("boot")
+        log_dir = None
+        if self.record_path:
+            log_dir = os.path.join(os.path.dirname(self.record_path), "logs")
+            if record is not None:
+                current, why = record.is_current(self.stage, input_digest)
+                record.close()
+                if current and not p["force"]:
+                    st = record.stage(self.stage)
+                    d = st.get("details", {})
+                    module.exit_json(changed=False, verdict="skipped", reason="boot check %s (%s)" % (self.stage, why),
+                                     boot_time_s=d.get("boot_time_s"), console_log=d.get("console_log"),
+                                     matched_markers=d.get("matched_markers", []), accel=d.get("accel", accel), kvm=kvm,
+                                     record_path=self.record_path, stage=self.stage,
+                                     image={"path": image, "sha256": image_sha})
+        console_log = p["console_log"] or os.path.join(
+            log_dir or os.path.join(self.cache_dir, "logs"),
+            "%s.console.log" % (self.stage.replace(":", "_") if log_dir else tag))
+        console_log = os.path.abspath(console_log)
+
+        # command preview (paths in the temp dir are placeholders until it exists)
+        tmp_hint = os.path.join(p["work_dir"] or tempfile.gettempdir(), "kiln-boot-XXXXXX")
+        ssh_port = q.free_port() if p["ssh"] else None
+        preview = self.command(qemu, arch, accel, tag, console_log, tmp_hint, image, efi_code, efi_vars, bios,
+                               ign_path or ign_dict, ssh_port, prepared=False)
+        if module.check_mode:
+            module.exit_json(changed=True, verdict="would_run", reason="would boot %s with %s %s (%s, timeout %ss)"
+                             % (os.path.basename(image), p["firmware"], arch, accel, timeout_s),
+                             accel=accel, kvm=kvm, timeout_s=timeout_s, qemu_cmd=preview, qemu_name=tag,
+                             console_log=console_log, image={"path": image, "sha256": image_sha},
+                             record_path=self.record_path, stage=self.stage if self.record_path else None)
+
+        # record: running
+        if self.record_path:
+            rec = self.open_record()
+            rec.begin(self.stage, inputs, input_digest, log_path=console_log)
+            rec.close()
+
+        try:
+            os.makedirs(os.path.dirname(console_log), exist_ok=True)
+            try:
+                self.slot = q.acquire_slot(os.path.join(self.cache_dir, "slots"), p["memory"], p["cpus"],
+                                           p["max_parallel"], p["slot_wait"])
+            except q.QemuError as exc:
+                self.finish_record("failed", str(exc), {})
+                self.fail(str(exc))
+            base_tmp = p["work_dir"] or None
+            if base_tmp:
+                os.makedirs(base_tmp, exist_ok=True)
+            self.tmp = tempfile.mkdtemp(prefix="kiln-boot-", dir=base_tmp)
+            ssh_args = None
+            if p["ssh"]:
+                ssh_args, ign_path, ign_dict = self.ssh_setup(ign_path, ign_dict)
+                ssh_args["port"] = ssh_port
+            argv = self.command(qemu, arch, accel, tag, console_log, self.tmp, image, efi_code, efi_vars, bios,
+                                ign_path or ign_dict, ssh_port, prepared=True)
+            result = q.supervise(self.runner, argv, console_log, os.path.join(self.tmp, "qemu.log"), success, failure,
+                                 timeout_s, p["success_match"], ssh_args)
+            if accel == "kvm" and result["verdict"] != "passed" and q.kvm_failed_at_runtime(result):
+                # KVM passed the probe but cannot run this guest: remember that, and emulate.
+                q.save_probe(kvm["cache_path"], q.probe_cache_key(qemu), False,
+                             "KVM failed at run time: %s" % one_line((result.get("qemu_log_tail") or [""])[-1]))
+                kvm = dict(kvm, usable=False, reason="KVM failed at run time; fell back to TCG")
+                accel = "tcg"
+                timeout_s = round(p["timeout"] * p["tcg_timeout_factor"], 1)
+                argv = self.command(qemu, arch, accel, tag, console_log, self.tmp, image, efi_code, efi_vars, bios,
+                                    ign_path or ign_dict, ssh_port, prepared=True, reuse=True)
+                result = q.supervise(self.runner, argv, console_log, os.path.join(self.tmp, "qemu.log"), success,
+                                     failure, timeout_s, p["success_match"], ssh_args)
+        except _Interrupted as exc:
+            self.finish_record("failed", "boot check interrupted (%s)" % exc, {})
+            self.fail("boot check interrupted (%s); QEMU was killed" % exc, qemu_name=tag)
+        finally:
+            slot = self.slot.as_dict() if self.slot else None
+            self.cleanup()
+
+        tail = list(result.get("console_tail") or tail_lines(console_log, 30))
+        details = {
+            "verdict": result["verdict"],
+            "reason": result.get("reason"),
+            "boot_time_s": result.get("boot_time_s"),
+            "elapsed_s": result.get("elapsed_s"),
+            "matched_markers": result.get("matched", []),
+            "failure_marker": result.get("failure_marker"),
+            "console_log": console_log,
+            "accel": accel,
+            "timeout_s": timeout_s,
+            "image_sha256": image_sha,
+            "ssh": _public_ssh(result.get("ssh")),
+            "qemu_name": tag,
+        }
+        ret = dict(
+            verdict=result["verdict"],
+            reason=one_line(result.get("reason") or ""),
+            boot_time_s=result.get("boot_time_s"),
+            elapsed_s=result.get("elapsed_s"),
+            matched_markers=result.get("matched", []),
+            failure_marker=result.get("failure_marker"),
+            console_log=console_log,
+            log_tail=tail,
+            accel=accel,
+            kvm=kvm,
+            timeout_s=timeout_s,
+            qemu_cmd=argv,
+            qemu_name=tag,
+            image={"path": image, "sha256": image_sha},
+            slot=slot,
+        )
+        if result.get("ssh") is not None:
+            ret["ssh"] = _public_ssh(result["ssh"])
+        if self.record_path:
+            ret.update(record_path=self.record_path, stage=self.stage)
+        if result["verdict"] == "passed":
+            self.finish_record("passed", None, details)
+            module.exit_json(changed=True, **ret)
+        qlog = [line for line in result.get("qemu_log_tail") or [] if line.strip()]
+        last = [line for line in tail if line.strip()][-3:]
+        msg = "boot check of %s (%s, %s, %s) %s: %s; last console lines: %s" % (
+            os.path.basename(image), p["board"], p["firmware"], accel, result["verdict"], result.get("reason"),
+            " | ".join(last) if last else "(console empty)")
+        if qlog and result["verdict"] in ("failed", "error") and result.get("qemu_rc") not in (None, -9):
+            msg += "; QEMU said: %s" % qlog[-1]
+        self.finish_record("failed", one_line(msg, 400), details)
+        ret.pop("log_tail")
+        module.fail_json(msg=one_line(msg, 1000), rc=result.get("qemu_rc"), cmd=argv, log_path=console_log,
+                         log_tail=tail, qemu_log_tail=qlog, **ret)
+
+    def finish_record(self, status, message, details):
+        if not self.record_path:
+            return
+        rec = self.open_record()
+        try:
+            if rec.stage(self.stage) is None:
+                rec.begin(self.stage, {}, None)
+            rec.finish(self.stage, [], details=details, status=status, message=message)
+        finally:
+            rec.close()
+
+    def command(self, qemu, arch, accel, tag, console_log, tmp, image, efi_code, efi_vars, bios, ignition, ssh_port,
+                prepared, reuse=False):
+        """Prepare the files in ``tmp`` (when ``prepared``) and return the QEMU argv."""
+        p = self.p
+        runner = self.runner
+        qemu_img = self.module.get_bin_path("qemu-img")
+        overlay = os.path.join(tmp, "disk.qcow2")
+        vars_copy = os.path.join(tmp, "efi_vars" + (os.path.splitext(efi_vars)[1] if efi_vars else ""))
+        ign_file = ignition if isinstance(ignition, str) else (os.path.join(tmp, "ignition.json") if ignition else None)
+        try:
+            if prepared and not reuse:
+                base = image
+                if image.endswith(".bz2"):
+                    base = os.path.join(tmp, os.path.basename(image)[:-4])
+                    q.decompress_bz2(image, base, runner)
+                fmt = q.image_format(base, runner, qemu_img)
+                q.make_overlay(base, fmt, overlay, runner, qemu_img)
+                if isinstance(ignition, dict):
+                    with open(ign_file, "w", encoding="utf-8") as fh:
+                        json.dump(ignition, fh)
+                    os.chmod(ign_file, 0o600)
+            if prepared and efi_vars and p["firmware"] == "uefi":
+                shutil.copyfile(efi_vars, vars_copy)  # fresh variables on every boot (also the KVM->TCG retry)
+        except q.QemuError as exc:
+            self.finish_record("failed", str(exc), {})
+            self.fail(str(exc))
+        except OSError as exc:
+            self.finish_record("failed", str(exc), {})
+            self.fail("cannot prepare the boot files in %s: %s" % (tmp, exc))
+        code_fmt = "qcow2" if efi_code and _is_qcow2(efi_code) else "raw"
+        vars_fmt = "qcow2" if efi_vars and _is_qcow2(efi_vars) else "raw"
+        return q.build_command(
+            qemu, arch, accel, tag, console_log, overlay, "qcow2", firmware=p["firmware"], bios=bios,
+            efi_code=efi_code, efi_code_format=code_fmt, efi_vars=vars_copy if efi_vars else None,
+            efi_vars_format=vars_fmt, ignition=ign_file, memory=p["memory"], cpus=p["cpus"], ssh_port=ssh_port,
+            no_reboot=p["no_reboot"], extra_args=p["extra_args"])
+
+
+def _is_qcow2(path):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"QFI\xfb"
+    except OSError:
+        return path.endswith(".qcow2")
+
+
+def _public_ssh(ssh):
+    if not ssh:
+        return ssh
+    return {k: v for k, v in ssh.items() if k != "key"}
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            image=dict(type="path"),
+            board=dict(type="str", choices=sorted(q.ARCHES)),
+            firmware=dict(type="str", default="uefi", choices=["bios", "uefi"]),
+            efi_code=dict(type="path"),
+            efi_vars=dict(type="path"),
+            ignition=dict(type="raw"),
+            success_markers=dict(type="list", elements="str"),
+            success_match=dict(type="str", default="any", choices=["any", "all"]),
+            failure_markers=dict(type="list", elements="str"),
+            extra_failure_markers=dict(type="list", elements="str", default=[]),
+            timeout=dict(type="int", default=180),
+            tcg_timeout_factor=dict(type="float", default=3.0),
+            accel=dict(type="str", default="auto", choices=["auto", "kvm", "tcg"]),
+            memory=dict(type="int", default=2048),
+            cpus=dict(type="int", default=2),
+            ssh=dict(type="dict", options=dict(
+                user=dict(type="str", default="core"),
+                private_key=dict(type="path", no_log=False),
+                inject_key=dict(type="bool", default=True),
+                expect_version=dict(type="str"),
+                command=dict(type="str", default="cat /etc/os-release"),
+            )),
+            no_reboot=dict(type="bool", default=True),
+            extra_args=dict(type="list", elements="str", default=[]),
+            console_log=dict(type="path"),
+            cache_dir=dict(type="path", default="~/.cache/kiln"),
+            work_dir=dict(type="path"),
+            max_parallel=dict(type="int", default=0),
+            slot_wait=dict(type="int", default=3600),
+            probe_only=dict(type="bool", default=False),
+            refresh_probe=dict(type="bool", default=False),
+            record_path=dict(type="path"),
+            scripts_dir=dict(type="path"),
+            force=dict(type="bool", default=False),
+        ),
+        required_by={"scripts_dir": ["board"]},
+        supports_check_mode=True,
+    )
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, _on_signal)
+    check = Check(module)
+    try:
+        check.run()
+    finally:
+        check.cleanup()
+
+
+if __name__ == "__main__":
+    main()
