@@ -19,13 +19,16 @@ def test_build_install_and_doc(tmp_path):
     tarballs = glob.glob(str(out / "kiln-flatcar-*.tar.gz"))
     assert len(tarballs) == 1
     dest = tmp_path / "collections"
+    # only the new path: the work tree is on the developer's collections path and would count as installed
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(dest))
     subprocess.run([os.path.join(VENV_BIN, "ansible-galaxy"), "collection", "install", "-p", str(dest), tarballs[0]],
-                   check=True, capture_output=True, text=True)
+                   check=True, capture_output=True, text=True, env=env)
     installed = dest / "ansible_collections" / "kiln" / "flatcar"
     assert (installed / "MANIFEST.json").is_file()
-    assert not (installed / ".ci").exists() and not (installed / "build").exists()
+    for unwanted in (".ci", "build", ".venv", ".git"):
+        assert not (installed / unwanted).exists(), unwanted
+    assert os.path.getsize(tarballs[0]) < 20 * 1024 * 1024
     modules = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "plugins", "modules", "*.py")))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(dest))
     for name in modules:
         proc = subprocess.run([os.path.join(VENV_BIN, "ansible-doc"), "--json", "kiln.flatcar." + name],
                               env=env, capture_output=True, text=True, check=False)
