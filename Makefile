@@ -37,10 +37,10 @@ lint: venv collection-path
 	$(VENV)/bin/antsibull-changelog lint
 
 unit: venv collection-path
-	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit -q -rs $(PYTEST_ARGS)
 
 integration: venv collection-path
-	$(PY) -m pytest tests/integration -q -x $(PYTEST_ARGS)
+	$(PY) -m pytest tests/integration -q -x -rs --durations=15 $(PYTEST_ARGS)
 
 collection: venv
 	rm -rf build/galaxy && mkdir -p build/galaxy

@@ -6,43 +6,6 @@
 
 from __future__ import annotations
 
-DOCUMENTATION = r"""
-name: kiln_summary_rows
-short_description: Per-architecture rows of the kiln pipeline run summary
-version_added: 0.1.0
-description:
-  - Joins the gate's outcome per architecture with the facts the pipeline's plays left on the builders
-    (C(kiln_stages), C(kiln_cache_hits), C(kiln_artifacts)) and on the signer (C(kiln_sign_outcome),
-    C(kiln_publish_outcome)).
-  - The companion filter C(kiln.flatcar.kiln_summary_markdown) renders the summary as Markdown.
-positional: hostvars, signer
-options:
-  _input:
-    description: The gate's outcome rows (host, board, version, ok, reached_stage, lost).
-    type: list
-    elements: dict
-    required: true
-  hostvars:
-    description: C(hostvars).
-    type: raw
-    required: true
-  signer:
-    description: Inventory name of the signer host.
-    type: str
-    required: true
-author: kiln developers
-"""
-
-EXAMPLES = r"""
-rows: "{{ outcome_rows | kiln.flatcar.kiln_summary_rows(hostvars, groups.signers[0]) }}"
-"""
-
-RETURN = r"""
-_value:
-  description: One row per architecture with C(stages) (stage -> result, duration_s), C(cache_hits) and C(artifacts).
-  type: list
-  elements: dict
-"""
 
 STAGES = ("build", "test", "transfer", "sign", "publish")
 

@@ -1,0 +1,302 @@
+#!/usr/bin/python
+# Copyright (c) kiln developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: binpkg_cache
+short_description: Push a board's binary packages from the warm SDK container to the fleet's build cache, or find them there
+version_added: 0.1.0
+description:
+  - O(mode=push) runs B(on the builder) after C(kiln.flatcar.packages). It copies C(/build/<board>/var/lib/portage/pkgs)
+    out of the warm SDK container (C(docker cp) / C(podman cp)) into a staging directory on the builder and sends it with
+    C(rsync) over C(ssh) straight to the cache host's C(boards/<board>/<version>/pkgs/) (Flatcar's bincache layout);
+    nothing goes through the Ansible controller. Packages go first and the C(Packages) index last, so a client never
+    sees an index naming files that are not there yet. Nothing is sent when the cache already has the same index.
+  - O(mode=pull) returns the binhost URL (C(<cache_url>/boards/<board>/<version>/pkgs/)) to give to
+    C(kiln.flatcar.packages) as O(kiln.flatcar.packages#module:binhost), and whether the cache has an index there (a
+    cache hit). The URL is returned on a miss too, so the packages stage's inputs do not change between runs.
+  - Works with the cache role's restricted push account (rrsync, paths relative to the cache root, O(rrsync=true)) or with
+    an unrestricted account (absolute O(cache_root)).
+author:
+  - kiln developers (@kiln-project)
+extends_documentation_fragment:
+  - kiln.flatcar._attributes
+  - kiln.flatcar._attributes.actiongroup
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  mode:
+    description: V(push) sends the packages to the cache, V(pull) reports the binhost URL and whether it is a hit.
+    type: str
+    choices: [push, pull]
+    default: pull
+  board:
+    description: Board whose packages are meant.
+    type: str
+    required: true
+    choices: [amd64-usr, arm64-usr]
+  version:
+    description: Version directory in the cache (C(boards/<board>/<version>/pkgs)), normally FLATCAR_VERSION.
+    type: str
+    required: true
+  cache_url:
+    description: HTTP base URL of the cache as the builder reaches it (O(mode=pull)).
+    type: str
+  timeout:
+    description: HTTP timeout in seconds (O(mode=pull)).
+    type: int
+    default: 30
+  container_name:
+    description: The warm SDK container holding C(/build/<board>) (O(mode=push)).
+    type: str
+  engine:
+    description: Container engine (O(mode=push)).
+    type: str
+    choices: [docker, podman]
+    default: docker
+  staging_dir:
+    description: Directory on the builder the packages are copied to before they are sent (O(mode=push)).
+    type: path
+  cache_host:
+    description: Address of the cache host as the builder reaches it (O(mode=push)).
+    type: str
+  cache_user:
+    description: Push account on the cache host.
+    type: str
+    default: kiln-cache
+  cache_root:
+    description: Cache root on the cache host (absolute). Ignored with O(rrsync=true), where paths are relative to the account's root.
+    type: path
+    default: /srv/kiln-cache
+  rrsync:
+    description: The push account is restricted with rrsync (the cache role's default); paths are relative.
+    type: bool
+    default: false
+  ssh_config:
+    description: ssh client config on the builder.
+    type: path
+  ssh_key:
+    description: Private key on the builder.
+    type: path
+  ssh_options:
+    description: Extra C(-o) options for ssh.
+    type: list
+    elements: str
+    default: []
+  log_path:
+    description: Log on the builder (O(mode=push)). Default C(<staging_dir>/../binpkg-push.log).
+    type: path
+"""
+
+EXAMPLES = r"""
+- name: Binhost of the fleet cache for this build
+  kiln.flatcar.binpkg_cache:
+    mode: pull
+    board: amd64-usr
+    version: 4593.2.5
+    cache_url: http://cache.example.internal:8080
+  register: binhost
+
+- name: Publish the packages to the cache after the build
+  kiln.flatcar.binpkg_cache:
+    mode: push
+    board: amd64-usr
+    version: 4593.2.5
+    container_name: flatcar-sdk-all-4593.2.5_os-4593.2.5
+    staging_dir: /var/cache/kiln/binpkgs/amd64-usr
+    cache_host: cache.example.internal
+    cache_user: kiln-cache
+    rrsync: true
+    ssh_key: /var/lib/kiln/.ssh/id_ed25519
+"""
+
+RETURN = r"""
+changed:
+  description: Whether packages were sent (push). Always false for pull.
+  returned: always
+  type: bool
+binhost:
+  description: Binhost URL for C(kiln.flatcar.packages).
+  returned: when O(cache_url) is set
+  type: str
+hit:
+  description: Whether the cache has a C(Packages) index for this board and version (pull), or already had this one (push).
+  returned: always
+  type: bool
+packages_sha256:
+  description: sha256 of the C(Packages) index (pushed, or found in the cache).
+  returned: when known
+  type: str
+package_count:
+  description: Number of binary package files pushed.
+  returned: when O(mode=push)
+  type: int
+bytes:
+  description: Total size of the pushed package directory.
+  returned: when O(mode=push)
+  type: int
+dest:
+  description: rsync destination on the cache host.
+  returned: when O(mode=push)
+  type: str
+log_path:
+  description: Push log on the builder.
+  returned: when O(mode=push)
+  type: str
+"""
+
+import hashlib
+import os
+import shutil
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import fetch_url
+
+from ansible_collections.kiln.flatcar.plugins.module_utils._hostxfer import remote_python, ssh_argv, ssh_e
+from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
+
+REMOTE_INDEX = r'''
+import hashlib, os
+def main(p):
+    try:
+        with open(p["path"], "rb") as fh:
+            return {"sha256": hashlib.sha256(fh.read()).hexdigest()}
+    except OSError:
+        return {"sha256": None}
+'''
+
+PKGDIR = "/build/%s/var/lib/portage/pkgs"
+
+
+def sha256_file(path):
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def pull(module):
+    p = module.params
+    if not p["cache_url"]:
+        module.fail_json(msg="mode=pull needs cache_url: the HTTP base URL of the build cache")
+    url = "%s/boards/%s/%s/pkgs/" % (p["cache_url"].rstrip("/"), p["board"], p["version"])
+    resp, info = fetch_url(module, url + "Packages", timeout=p["timeout"])
+    status = info.get("status")
+    if status == 200 and resp is not None:
+        data = resp.read()
+        module.exit_json(changed=False, binhost=url, hit=True, packages_sha256=hashlib.sha256(data).hexdigest())
+    if status in (403, 404, 410):
+        module.exit_json(changed=False, binhost=url, hit=False)
+    module.fail_json(msg="cannot reach the build cache at %s (HTTP %s: %s): check cache_url and that the cache's nginx runs"
+                     % (url, status, info.get("msg")), binhost=url)
+
+
+def push(module):
+    p = module.params
+    for name in ("container_name", "staging_dir", "cache_host"):
+        if not p[name]:
+            module.fail_json(msg="mode=push needs %s" % name)
+    staging = p["staging_dir"]
+    log_path = p["log_path"] or os.path.join(os.path.dirname(staging.rstrip("/")), "binpkg-push-%s.log" % p["board"])
+    runner = Runner(module, log_path=log_path)
+    engine = module.get_bin_path(p["engine"], required=False)
+    if not engine:
+        runner.fail("%s not found on the builder: the binary packages live in the SDK container" % p["engine"])
+    src = PKGDIR % p["board"]
+    rel = "boards/%s/%s/pkgs" % (p["board"], p["version"])
+    dest_dir = rel if p["rrsync"] else os.path.join(p["cache_root"], rel)
+    target = "%s@%s" % (p["cache_user"], p["cache_host"])
+    ssh = ssh_argv(p["ssh_config"], p["ssh_key"], None, p["ssh_options"])
+    result = dict(dest="%s:%s/" % (target, dest_dir), log_path=log_path)
+
+    # Compare indexes first: the container's Packages (small) with the cache's.
+    os.makedirs(staging, exist_ok=True)
+    probe = os.path.join(staging, ".Packages.probe")
+    rc, _out, err = runner.capture([engine, "cp", "%s:%s/Packages" % (p["container_name"], src), probe])
+    if rc != 0:
+        runner.fail("cannot read %s/Packages from container %s: %s (run kiln.flatcar.packages first)"
+                    % (src, p["container_name"], (err or "").strip().splitlines()[-1:] or ""))
+    local_sha = sha256_file(probe)
+    os.unlink(probe)
+    remote_sha = None
+    if not p["rrsync"]:
+        remote_sha = remote_python(runner, ssh, target, REMOTE_INDEX, {"path": os.path.join(dest_dir, "Packages")},
+                                   msg="checking the cache index on %s failed" % target)["sha256"]
+    else:
+        # rrsync accounts cannot run programs: ask rsync whether the index differs (dry run, checksum).
+        tmp_idx = os.path.join(staging, ".Packages.cmp")
+        shutil.rmtree(tmp_idx, ignore_errors=True)
+        rc, out, _err = runner.capture(["rsync", "-e", ssh_e(ssh), "%s:%s/Packages" % (target, dest_dir), tmp_idx])
+        remote_sha = sha256_file(tmp_idx) if rc == 0 else None
+        if os.path.exists(tmp_idx):
+            os.unlink(tmp_idx)
+    if remote_sha and remote_sha == local_sha:
+        module.exit_json(changed=False, hit=True, packages_sha256=local_sha, package_count=None, bytes=0, **result)
+    if module.check_mode:
+        module.exit_json(changed=True, hit=False, packages_sha256=local_sha, package_count=None, bytes=0, **result)
+
+    work = os.path.join(staging, "pkgs")
+    shutil.rmtree(work, ignore_errors=True)
+    runner.run([engine, "cp", "%s:%s/." % (p["container_name"], src), work],
+               msg="copying %s out of container %s failed" % (src, p["container_name"]))
+    count, size = 0, 0
+    for base, _dirs, names in os.walk(work):
+        for name in names:
+            size += os.path.getsize(os.path.join(base, name))
+            if name != "Packages":
+                count += 1
+    if p["rrsync"]:
+        mk = []
+    else:
+        mk = ["--rsync-path=mkdir -p %s && rsync" % dest_dir]
+    common = ["rsync", "-a", "--partial", "-e", ssh_e(ssh)] + mk
+    # 1) packages (no index), 2) the index last, 3) drop files the new index no longer names.
+    runner.run(common + ["--exclude=/Packages", work + "/", "%s:%s/" % (target, dest_dir)],
+               msg="sending binary packages to %s failed" % target)
+    runner.run(common + [os.path.join(work, "Packages"), "%s:%s/Packages" % (target, dest_dir)],
+               msg="sending the Packages index to %s failed" % target)
+    runner.run(common + ["--delete", "--exclude=/Packages", work + "/", "%s:%s/" % (target, dest_dir)],
+               msg="pruning old binary packages on %s failed" % target)
+    runner.note("pushed %d packages (%d bytes) to %s" % (count, size, result["dest"]))
+    module.exit_json(changed=True, hit=False, packages_sha256=local_sha, package_count=count, bytes=size, **result)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            mode=dict(type="str", default="pull", choices=["push", "pull"]),
+            board=dict(type="str", required=True, choices=["amd64-usr", "arm64-usr"]),
+            version=dict(type="str", required=True),
+            cache_url=dict(type="str"),
+            timeout=dict(type="int", default=30),
+            container_name=dict(type="str"),
+            engine=dict(type="str", default="docker", choices=["docker", "podman"]),
+            staging_dir=dict(type="path"),
+            cache_host=dict(type="str"),
+            cache_user=dict(type="str", default="kiln-cache"),
+            cache_root=dict(type="path", default="/srv/kiln-cache"),
+            rrsync=dict(type="bool", default=False),
+            ssh_config=dict(type="path"),
+            ssh_key=dict(type="path", no_log=False),
+            ssh_options=dict(type="list", elements="str", default=[]),
+            log_path=dict(type="path"),
+        ),
+        supports_check_mode=True,
+    )
+    if module.params["mode"] == "pull":
+        pull(module)
+    else:
+        push(module)
+
+
+if __name__ == "__main__":
+    main()

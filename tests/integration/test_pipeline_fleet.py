@@ -1,0 +1,303 @@
+"""The whole kiln pipeline (playbooks/pipeline.yml) over SSH on a network-namespace fleet, against the
+stand-in SDK: two builders (amd64, arm64) building at the same time, a signer, a mirror that is also the
+build cache.
+
+Fault tests: a builder's sshd killed mid-build (the other architecture is published under
+kiln_allow_partial_release and the run reports the lost host); a rerun after the host is back builds only the
+missing architecture; a second full run is changed=0 everywhere; an artifact corrupted in transit is caught
+before signing.  Root only; docker (tests/standin_sdk/dockerd.sh) must work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.fleet.harness import fleet_fixture, skip_reason  # noqa: E402
+from tests.kiln_testlib import ensure_collection_path  # noqa: E402
+from tests.standin_sdk import fixture as sdk  # noqa: E402
+
+pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
+
+ANSIBLE_BIN = Path("/work/venv-kiln/bin")
+if not (ANSIBLE_BIN / "ansible-playbook").exists():
+    ANSIBLE_BIN = Path(sys.executable).parent
+PIPELINE = REPO / "playbooks" / "pipeline.yml"
+SDK_VERSION = "4593.2.5"
+VERSION = "4593.2.5+kiln-1"
+ASSETS = Path(os.environ.get("KILN_TEST_CACHE", "/var/cache/kiln-test")) / "boot-assets"
+
+HOSTS = {
+    "b-amd64": {"groups": ["builders_amd64", "builders"], "vars": {"kiln_board": "amd64-usr"}},
+    "b-arm64": {"groups": ["builders_arm64", "builders"], "vars": {"kiln_board": "arm64-usr"}},
+    "signer": {"groups": ["signers"]},
+    "mirror": {"groups": ["mirrors", "caches"]},
+}
+
+
+def recap(out):
+    rows = {}
+    for m in re.finditer(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out, re.M):
+        rows[m.group(1)] = dict(zip(["ok", "changed", "unreachable", "failed"], map(int, m.groups()[1:])))
+    return rows
+
+
+def make_fleet_vars(fleet, origin, fid):
+    hr = fleet.host_root
+    vars_all = {
+        "kiln_scripts_repo": origin,
+        "kiln_ref": "stable-" + SDK_VERSION,
+        "kiln_build_id": "kiln-1",
+        "kiln_sdk_flavour": "all",
+        "kiln_image_types": ["prod"],
+        "kiln_vm_formats": [],
+        "kiln_boot_check_firmware": ["uefi"],
+        "kiln_poll_delay": 2,
+        "kiln_cache_url": "http://%s:8080" % fleet.ip("mirror"),
+        "kiln_cache_push_user": "root",
+        "kiln_cache_rrsync": False,
+        "kiln_cache_root": str(hr("mirror") / "cache"),
+        "kiln_publish_base": str(hr("mirror") / "mirror"),
+        "kiln_mirror_host_key_checking": "no",
+        "kiln_summary_dir": str(fleet.workdir / "summary"),
+        "kiln_run_id": "test-run",
+        # roles
+        "builder_min_free_gb": 1,
+        "builder_min_mem_gb": 1,
+        "builder_binfmt_mount": False,
+        "builder_binfmt_packages": [],
+        "cache_root": str(hr("mirror") / "cache"),
+        "cache_owner": "root",
+        "cache_push_user": "root",
+        "cache_push_user_create": False,
+        "cache_nginx_mode": "direct",
+        "cache_nginx_user": "root",
+        "cache_nginx_prefix": str(hr("mirror") / "cache-nginx"),
+        "cache_listen": ["%s:8080" % fleet.ip("mirror")],
+        "cache_retention_keep": 3,
+        "signer_gnupghome": str(hr("signer") / "gnupg"),
+        "kiln_signer_build_root": str(hr("signer") / "builds"),
+    }
+    per_host = {}
+    for h in ("b-amd64", "b-arm64"):
+        per_host[h] = {
+            "kiln_workdir": str(hr(h) / "kiln"),
+            "kiln_scripts_dir": str(hr(h) / "kiln" / "scripts"),
+            "kiln_sdk_container_name": "kiln-%s-%s-{{ kiln_build_id }}" % (fid, h),
+        }
+    return vars_all, per_host
+
+
+def check_prerequisites(skip=pytest.skip):
+    if not sdk.dockerd_start():
+        skip("docker does not work here (tests/standin_sdk/dockerd.sh start)")
+    if not (ASSETS / "amd64" / "vmlinuz").exists() or not (ASSETS / "arm64" / "vmlinuz").exists():
+        prep = subprocess.run([str(REPO / "tests/standin_sdk/disk/prepare_assets.sh"), "--arch", "all"],
+                              capture_output=True, text=True)
+        if prep.returncode != 0:
+            skip("stand-in boot assets unavailable: %s" % prep.stderr[-500:])
+
+
+def prepare_fleet(work, name_prefix="kpl"):
+    """Fleet + stand-in SDK origin + SDK image in the cache + builder checkouts + signer key + vars files.
+    Returns (fleet, teardown_generator, fleet_id). Used by the tests and bench/bench_pipeline.py."""
+    check_prerequisites()
+    gen = fleet_fixture(work / "fleet", name_prefix=name_prefix, hosts=HOSTS, ansible_bin=ANSIBLE_BIN)
+    fleet = next(gen)
+    return fleet, gen, populate_fleet(fleet, work)
+
+
+def populate_fleet(fleet, work):
+    """Everything the pipeline needs on a fresh fleet; returns the fleet id (also used by hack/demo.sh)."""
+    fid = fleet.fleet_id.replace("/", "-")
+    origin = sdk.make_scripts_origin(work / "origin", tags=["stable-" + SDK_VERSION])
+    # the SDK image in the fleet cache, as ci-automation's docker_image_to_buildcache lays it out
+    sdk.ensure_sdk_image("all", SDK_VERSION, save_dir=fleet.host_root("mirror") / "cache")
+    # builders: checkouts prepared for the stand-in (boot assets); the pipeline updates them
+    for h in ("b-amd64", "b-arm64"):
+        co = fleet.host_root(h) / "kiln" / "scripts"
+        co.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "clone", "-q", origin, str(co)], check=True)
+        sdk.instantiate(co, assets_dir=ASSETS)
+    # signer key (throwaway, no passphrase)
+    gh = fleet.host_root("signer") / "gnupg"
+    gh.mkdir(mode=0o700, parents=True)
+    subprocess.run(["gpg", "--batch", "--homedir", str(gh), "--passphrase", "", "--quick-gen-key",
+                    "kiln test signer <signer@example.invalid>", "ed25519", "sign", "1y"], check=True, capture_output=True)
+    fpr = [line.split(":")[9] for line in subprocess.run(
+        ["gpg", "--batch", "--homedir", str(gh), "--with-colons", "--list-secret-keys"],
+        capture_output=True, text=True, check=True).stdout.splitlines() if line.startswith("fpr:")][0]
+    vars_all, per_host = make_fleet_vars(fleet, origin, fid)
+    vars_all["signer_key_fingerprint"] = fpr
+    (fleet.workdir / "pipeline-vars.json").write_text(json.dumps(vars_all))
+    # per-host vars through host_vars next to the inventory
+    hv = fleet.workdir / "host_vars"
+    hv.mkdir(exist_ok=True)
+    for h, v in per_host.items():
+        (hv / ("%s.json" % h)).write_text(json.dumps(v))
+    return fid
+
+
+def finish_fleet(fleet, gen, fid):
+    sdk.remove_containers("kiln-%s-" % fid)
+    subprocess.run(["gpgconf", "--homedir", str(fleet.host_root("signer") / "gnupg"), "--kill", "all"], capture_output=True)
+    try:
+        next(gen)
+    except StopIteration:
+        pass
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    work = tmp_path_factory.mktemp("pipefleet")
+    fleet, gen, fid = prepare_fleet(work)
+    yield {"fleet": fleet, "fid": fid, "work": work}
+    finish_fleet(fleet, gen, fid)
+
+
+def run_pipeline(fleet, *extra, timeout=1500):
+    envv = {"ANSIBLE_COLLECTIONS_PATH": ensure_collection_path(), "ANSIBLE_NOCOLOR": "1"}
+    return fleet.ansible_playbook(str(PIPELINE), "-e", "@%s" % (fleet.workdir / "pipeline-vars.json"), *extra,
+                                  env=envv, timeout=timeout)
+
+
+def summary(fleet):
+    return json.loads((fleet.workdir / "summary" / "summary.json").read_text())
+
+
+def arch_row(s, board):
+    return next(r for r in s["architectures"] if r["board"] == board)
+
+
+def published(fleet, board):
+    return (fleet.host_root("mirror") / "mirror" / board / VERSION).is_dir()
+
+
+def test_dead_builder_other_arch_publishes(env):
+    fleet = env["fleet"]
+    arm_co = fleet.host_root("b-arm64") / "kiln" / "scripts"
+    sdk.set_sleep(arm_co, 25)            # arm64's SDK steps are slow: we kill its sshd meanwhile
+    holder = {}
+
+    def go():
+        holder["res"] = run_pipeline(fleet, "-e", "kiln_allow_partial_release=true")
+
+    t = threading.Thread(target=go)
+    t.start()
+    log = arm_co / "__build__" / "images" / "kiln" / "arm64-usr" / VERSION / "logs" / "packages.log"
+    deadline = time.monotonic() + 600
+    while not log.exists() and time.monotonic() < deadline and t.is_alive():
+        time.sleep(1)
+    if not log.exists():
+        t.join(1500)
+        res = holder.get("res")
+        pytest.fail("arm64 packages stage never started:\n%s" % (res.stdout[-12000:] + res.stderr[-3000:] if res else ""))
+    time.sleep(3)
+    fleet.kill_sshd("b-arm64")
+    t.join(1500)
+    res = holder["res"]
+    out = res.stdout
+    assert published(fleet, "amd64-usr"), out[-6000:]
+    assert not published(fleet, "arm64-usr")
+    rows = recap(out)
+    assert rows["b-arm64"]["unreachable"] >= 1, out[-3000:]
+    s = summary(fleet)
+    assert arch_row(s, "amd64-usr")["result"] == "published"
+    arm = arch_row(s, "arm64-usr")
+    assert arm["result"] == "host lost" and arm["lost"], arm
+    assert "b-arm64" in out and "lost hosts: b-arm64" in out
+    assert (fleet.workdir / "summary" / "summary.md").read_text().count("| arm64-usr |") == 1
+    # amd64's artifacts are digested in the summary, and the cache got its binary packages
+    assert arch_row(s, "amd64-usr")["artifacts"], s
+    assert (fleet.host_root("mirror") / "cache" / "boards" / "amd64-usr" / VERSION / "pkgs" / "Packages").exists()
+    fleet.assert_no_root_ns_leak()
+
+
+def test_rerun_builds_only_missing_arch(env):
+    fleet = env["fleet"]
+    fleet.start_sshd("b-arm64")
+    sdk.set_sleep(fleet.host_root("b-arm64") / "kiln" / "scripts", None)
+    # the lost run's async job went on running on the builder: let it finish (it holds the build record)
+    deadline = time.monotonic() + 600
+    jobs = fleet.host_root("b-arm64") / ".ansible_async"
+    while time.monotonic() < deadline:
+        states = []
+        for f in jobs.glob("*"):
+            try:
+                states.append(json.loads(f.read_text()).get("finished", 1))
+            except (OSError, ValueError):
+                states.append(0)
+        if all(states):
+            break
+        time.sleep(2)
+    res = run_pipeline(fleet)
+    out = res.stdout
+    assert res.returncode == 0, out[-8000:]
+    rows = recap(out)
+    assert rows["b-amd64"]["changed"] == 0, out[-8000:]
+    assert rows["b-arm64"]["changed"] > 0
+    assert published(fleet, "arm64-usr")
+    s = summary(fleet)
+    amd = arch_row(s, "amd64-usr")
+    assert amd["stages"]["build"]["ran"] is False
+    assert arch_row(s, "arm64-usr")["result"] == "published"
+
+
+def test_second_full_run_changes_nothing(env):
+    fleet = env["fleet"]
+    res = run_pipeline(fleet)
+    assert res.returncode == 0, res.stdout[-8000:]
+    rows = recap(res.stdout)
+    assert set(rows) >= {"b-amd64", "b-arm64", "signer", "mirror", "localhost"}
+    for host, row in rows.items():
+        assert row["changed"] == 0 and row["failed"] == 0, (host, res.stdout[-8000:])
+
+
+def _images(d):
+    return sorted(p for p in d.rglob("flatcar_production_image.bin*")
+                  if not re.search(r"\.(sig|asc|DIGESTS)$", p.name) and ".DIGESTS" not in p.name)
+
+
+def test_corruption_in_transit_is_caught_before_signing(env):
+    fleet = env["fleet"]
+    signer_arm = fleet.host_root("signer") / "builds" / "images" / "arm64-usr"
+    images = _images(signer_arm)
+    assert images
+    sigs = {p: p.read_bytes() for p in signer_arm.rglob("*.sig")}
+    for p in images:                      # the signer lost its copy of the arm64 images: they must travel again
+        p.unlink()
+    wrapper = fleet.host_root("signer") / "corrupting-rsync"
+    wrapper.write_text("#!/bin/sh\n# test hook: the remote rsync flips a byte in every image it received\n"
+                       "rsync \"$@\"; rc=$?\n"
+                       "find %s -type f -name 'flatcar_production_image.bin*' ! -name '*.sig' ! -name '*.DIGESTS*' "
+                       "-exec sh -c 'printf X | dd of=\"$1\" bs=1 seek=4096 conv=notrunc 2>/dev/null' _ {} \\;\n"
+                       "exit $rc\n" % signer_arm)
+    wrapper.chmod(0o755)
+    res = run_pipeline(fleet, "-e", "kiln_transfer_rsync_path=%s" % wrapper)
+    out = res.stdout
+    assert res.returncode != 0
+    assert "corrupted or lost in transit" in out, out[-8000:]
+    s = summary(fleet)
+    arm = arch_row(s, "arm64-usr")
+    assert arm["stages"]["transfer"]["result"] == "failed"
+    assert arm["stages"].get("sign", {}).get("result") != "passed"
+    # the corrupted copies were removed on the signer and nothing was (re)signed
+    assert not _images(signer_arm)
+    assert {p: p.read_bytes() for p in signer_arm.rglob("*.sig")} == sigs
+    # a clean rerun transfers again; the signatures still match the same bytes, publishing has nothing new
+    res = run_pipeline(fleet)
+    assert res.returncode == 0, res.stdout[-8000:]
+    assert [p.name for p in _images(signer_arm)] == [p.name for p in images]
+    assert {p: p.read_bytes() for p in signer_arm.rglob("*.sig")} == sigs
