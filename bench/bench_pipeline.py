@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Benchmark of the fleet pipeline (playbooks/pipeline.yml) on a throwaway netns fleet with the stand-in SDK.
 
 Prints:
@@ -86,7 +86,7 @@ def fake_record(root, board, version, size):
     h = hashlib.sha256()
     block = os.urandom(1 << 20)
     with open(path, "wb") as fh:
-        for _ in range(size >> 20):
+        for _unused in range(size >> 20):
             fh.write(block)
             h.update(block)
     rec = {"schema_version": 1, "kind": "kiln.flatcar/build-record", "board": board, "arch": board[:5],

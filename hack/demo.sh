@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # kiln demo: the whole pipeline (build -> boot check -> sign -> publish) on a throwaway local fleet of
 # network namespaces, against the STAND-IN SDK (a test fixture imitating the Flatcar SDK's CLI; the real SDK
 # is a 6 GB container and hours of compiling). Ends with the mirror served on 127.0.0.1 and the run summary.

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """hack/demo.sh's worker: a throwaway local kiln fleet in network namespaces running the whole pipeline
 against the STAND-IN SDK (a test fixture that imitates the Flatcar SDK's CLI; no real Flatcar is built).
 
@@ -54,6 +54,7 @@ http {{
 
 def up(d):
     d.mkdir(parents=True, exist_ok=True)
+
     def skip(msg):
         raise SystemExit("demo cannot run: " + msg)
     tpf.check_prerequisites(skip)
@@ -83,11 +84,11 @@ def down(d):
     pid = d / "nginx" / "nginx.pid"
     if pid.exists():
         subprocess.run(["nginx", "-c", str(d / "nginx" / "nginx.conf"), "-p", str(d / "nginx"), "-s", "stop"],
-                       capture_output=True)
+                       capture_output=True, check=False)
     if (d / "fid").exists():
         sdk.remove_containers("kiln-%s-" % (d / "fid").read_text().strip())
     if (d / "fleet" / "fleet.json").exists():
-        subprocess.run([sys.executable, "-m", "tests.fleet.harness", "down", "--dir", str(d / "fleet")], cwd=REPO)
+        subprocess.run([sys.executable, "-m", "tests.fleet.harness", "down", "--dir", str(d / "fleet")], cwd=REPO, check=False)
     subprocess.run(["rm", "-rf", str(d)], check=True)
     print("kiln demo: removed %s" % d)
 

@@ -48,7 +48,7 @@ def test_force_and_check_mode(tmp_path):
     forced = lock(tmp_path, "run-b", force=True)
     assert forced["held"] and forced["taken_over_from"]["owner"] == "run-a"
     res, _run = run_module("kiln.flatcar.build_lock", dict(dir=str(tmp_path / "l2"), board="amd64-usr",
-                                                          version="4593.2.5", owner="x"), check=True)
+                                                           version="4593.2.5", owner="x"), check=True)
     assert res["changed"] and not os.path.exists(res["path"])
     bad = lock(tmp_path, "x", version="../../etc")
     assert bad.get("failed") and "not a Flatcar version" in bad["msg"]

@@ -3,7 +3,6 @@ and their refusals/reports are clear.  Root only (network namespaces + sshd per 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -35,7 +34,7 @@ def fleet(tmp_path_factory):
                              hosts={"b-arm64": {"groups": ["builders_arm64", "builders"]},
                                     "cache": {"groups": ["caches"]}},
                              ansible_bin=ANSIBLE_BIN)
-    subprocess.run(["userdel", "-r", PUSH_USER], capture_output=True)
+    subprocess.run(["userdel", "-r", PUSH_USER], capture_output=True, check=False)
 
 
 def _env():
