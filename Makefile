@@ -3,7 +3,8 @@
 #   make test          # sanity, lint, unit and integration tests
 SHELL := /bin/bash
 VENV ?= $(CURDIR)/.venv
-PY312 ?= $(shell PYENV_VERSION=3.12.1 pyenv which python3 2>/dev/null || command -v python3.12 || command -v python3)
+# ansible-core 2.21 needs Python >= 3.12: pyenv's 3.12, else any python3.12, else python3 (checked below)
+PY312 ?= $(firstword $(shell PYENV_VERSION=3.12.1 pyenv which python3 2>/dev/null) $(firstword $(sort $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3))) $(shell command -v python3.12 2>/dev/null) python3)
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 export PATH := $(VENV)/bin:$(PATH)
@@ -19,6 +20,7 @@ apt:
 venv: $(VENV)/.kiln-venv-ok
 
 $(VENV)/.kiln-venv-ok: requirements-dev.txt
+	@$(PY312) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else "kiln needs Python >= 3.12 for ansible-core 2.21: set PY312=/path/to/python3.12")'
 	$(PY312) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	hack/seed-ansible-test-pip.sh $(PY)
