@@ -206,3 +206,13 @@ def test_full_disk_during_a_step(env, tmp_path):
     finally:
         sdk.remove_containers("flatcar-sdk-all-4593.2.5_os-4593.2.5-diskfull")
         subprocess.run(["umount", "-l", str(images)], check=False)
+
+
+def test_local_inventory_check_mode(tmp_path):
+    """The shipped inventories/local drives build.yml: --check on a host with nothing yet says what would
+    run and touches nothing (no network needed: nothing is cloned in check mode)."""
+    run = run_playbook(BUILD_YML, inventory=os.path.join(REPO, "inventories", "local"), check=True,
+                       extra_vars={"kiln_workdir": str(tmp_path / "kiln")})
+    assert run.rc == 0, run.stdout[-3000:]
+    assert changed_tasks(run) == ["Check out the scripts repository and pin the version"]
+    assert not (tmp_path / "kiln").exists()
