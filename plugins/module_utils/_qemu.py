@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import bz2
 import errno
-import hashlib
 import json
 import os
 import platform
@@ -43,7 +42,10 @@ try:
 except ImportError:  # pragma: no cover - kiln targets are Linux
     fcntl = None
 
-ARCHES = {"amd64-usr": "amd64", "arm64-usr": "arm64"}
+from ansible_collections.kiln.flatcar.plugins.module_utils._record import BOARDS, file_sha256  # noqa: F401  pylint: disable=unused-import
+
+# boards and their architectures, and the one chunked file hash: shared with the build record
+ARCHES = BOARDS
 QEMU_BINARIES = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
 SERIAL_CONSOLE = {"amd64": "ttyS0", "arm64": "ttyAMA0"}
 IGNITION_FW_CFG = "opt/org.flatcar-linux/config"
@@ -143,17 +145,6 @@ def free_port():
         return s.getsockname()[1]
     finally:
         s.close()
-
-
-def file_sha256(path, chunk=1024 * 1024):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
 
 
 def new_tag(kind="boot"):

@@ -161,6 +161,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import fetch_url
 
 from ansible_collections.kiln.flatcar.plugins.module_utils._hostxfer import remote_python, ssh_argv, ssh_e
+from ansible_collections.kiln.flatcar.plugins.module_utils._record import file_sha256
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
 
 REMOTE_INDEX = r'''
@@ -178,8 +179,7 @@ PKGDIR = "/build/%s/var/lib/portage/pkgs"
 
 def sha256_file(path):
     try:
-        with open(path, "rb") as fh:
-            return hashlib.sha256(fh.read()).hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 
