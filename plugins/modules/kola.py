@@ -12,8 +12,9 @@ version_added: 0.1.0
 description:
   - Runs C(kola run) (a kola binary on the host, or the mantle container through docker/podman) against an image on the
     C(qemu) or C(qemu-unpriv) platform, like C(ci-automation/vendor-testing/qemu.sh).
-  - Retries like C(ci-automation/test.sh) - after the first run only the tests that failed are run again, up to
-    O(max_retries) more times; the TAP of every run is merged; the suite passes when every test passed at least once.
+  - Retries like C(ci-automation/test.sh) - after the first run only the tests that failed are run again; O(max_retries)
+    counts every run, the first included, exactly like Flatcar's C(MAX_RETRIES); the TAP of every run is merged; the
+    suite passes when every test passed at least once.
     A test that failed and then passed is reported as flaky.
   - Each run keeps its own TAP (C(run-<n>.tap)), output dir (C(run-<n>/)) and log (C(run-<n>.log)) under O(output_dir);
     the merged TAP and a JUnit XML report (surefire flavour, C(flakyFailure)/C(rerunFailure)) are written at the end.
@@ -79,10 +80,12 @@ options:
     default: ["cl.*"]
   max_retries:
     description:
-      - How many times failed tests are run again after the first run. Flatcar's C(run_local_tests.sh) uses 5; kiln's
-        default of 3 keeps a broken image from costing more than four runs.
+      - How many kola runs at most, the first one included (the failed tests of a run are run again until none
+        fails or this many runs were made), with the meaning of C(MAX_RETRIES) in Flatcar's C(ci-automation/test.sh),
+        whose C(for retry in $(seq "${retries}")) loop makes that many runs in all. C(1) means no rerun.
+      - Flatcar CI defaults to 20; kiln's default of 4 keeps a broken image from costing more than four runs.
     type: int
-    default: 3
+    default: 4
   output_dir:
     description: Directory for per-run TAP, logs and kola output (C(--output-dir run-<n>)), and the merged reports.
     type: path
@@ -102,7 +105,11 @@ options:
     elements: str
     default: []
   timeout:
-    description: Seconds one kola run may take before it is killed (and its tests count as failed).
+    description:
+      - Seconds one kola run may take before it is killed.
+      - kola writes its TAP file only after the whole suite has returned, so a run that is killed leaves no TAP at all -
+        the module then fails with that run's log tail and does not retry (no test result exists to retry from).
+        Set it well above the suite's usual duration.
     type: int
     default: 14400
   environment:
@@ -117,7 +124,7 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Run the basic kola tests against a UEFI image, retrying failures up to 5 times
+- name: Run the basic kola tests against a UEFI image, at most 5 runs (failed tests rerun up to 4 times)
   kiln.flatcar.kola:
     board: amd64-usr
     image: /var/lib/kiln/scripts/__build__/images/images/amd64-usr/latest/flatcar_production_image.bin
@@ -288,13 +295,13 @@ class Kola:
         first = self.command(1, p["tests"])
         if module.check_mode:
             module.exit_json(changed=True, success=True, cmd=first,
-                             msg="would run kola with up to %d retries of failed tests" % p["max_retries"])
+                             msg="would run kola at most %d times, rerunning only failed tests" % p["max_retries"])
         os.makedirs(self.output_dir, exist_ok=True)
         merged = _tap.Merged()
         runs = []
         tests = list(p["tests"])
         timeout = module.get_bin_path("timeout")
-        for run in range(1, p["max_retries"] + 2):
+        for run in range(1, p["max_retries"] + 1):
             log = os.path.join(self.output_dir, "run-%d.log" % run)
             runner = Runner(module, log_path=log, env_allow=tuple(p["environment"]), env=p["environment"])
             tap = self.tapfile(run)
@@ -371,7 +378,7 @@ def main():
             ovmf_vars=dict(type="path"),
             parallel=dict(type="int", default=1),
             tests=dict(type="list", elements="str", default=["cl.*"]),
-            max_retries=dict(type="int", default=3),
+            max_retries=dict(type="int", default=4),
             output_dir=dict(type="path", required=True),
             tapfile=dict(type="path"),
             junit=dict(type="path"),
@@ -384,8 +391,8 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    if p["parallel"] < 1 or p["max_retries"] < 0 or p["timeout"] < 1:
-        module.fail_json(msg="parallel and timeout must be at least 1 and max_retries at least 0")
+    if p["parallel"] < 1 or p["max_retries"] < 1 or p["timeout"] < 1:
+        module.fail_json(msg="parallel, timeout and max_retries (total runs, like Flatcar's MAX_RETRIES) must be at least 1")
     if not p["tests"]:
         module.fail_json(msg="tests is empty: name at least one kola test or glob, e.g. cl.basic")
     if not os.path.isfile(p["image"]):

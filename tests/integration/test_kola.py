@@ -67,7 +67,7 @@ def test_all_pass_first_time(setup):
 
 def test_retries_only_failed_tests_and_reports_flaky(setup):
     plan = {"fail": {"cl.filesystem": [1], "cl.internet": [1, 2], "docker.base": [1]}}
-    res = kola(setup, plan, tests=["cl.*", "docker.base"], max_retries=3, platform="qemu-unpriv")
+    res = kola(setup, plan, tests=["cl.*", "docker.base"], max_retries=4, platform="qemu-unpriv")
     assert not res.get("failed"), res.get("msg")
     assert res["success"]
     assert sorted(res["flaky_tests"]) == ["cl.filesystem", "cl.internet", "docker.base"]
@@ -91,8 +91,9 @@ def test_retries_only_failed_tests_and_reports_flaky(setup):
 
 
 def test_never_passing_test_fails_after_max_retries(setup):
+    # max_retries counts every run, like MAX_RETRIES in ci-automation/test.sh (`seq "${retries}"`)
     res = kola(setup, {"fail": {"cl.filesystem": "always", "cl.basic": [1]}}, tests=["cl.basic", "cl.filesystem"],
-               max_retries=2)
+               max_retries=3)
     assert res["failed"] is True  # the task failed
     assert res["success"] is False and res["failed_tests"] == ["cl.filesystem"]
     assert "cl.filesystem" in res["msg"] and "never passed in 3 runs" in res["msg"]
@@ -107,9 +108,17 @@ def test_never_passing_test_fails_after_max_retries(setup):
     assert res["log_tail"] and "\n" not in res["msg"]
 
 
-def test_zero_retries(setup):
-    res = kola(setup, {"fail": {"cl.basic": [1]}}, tests=["cl.basic"], max_retries=0)
-    assert res["failed"] is True and len(invocations(setup)) == 1
+def test_one_run_means_no_rerun(setup):
+    res = kola(setup, {"fail": {"cl.basic": [1]}}, tests=["cl.basic"], max_retries=1)
+    assert res["failed"] is True and len(invocations(setup)) == 1 and "in 1 runs" in res["msg"]
+
+
+def test_max_retries_counts_total_runs_like_flatcar(setup):
+    # Flatcar's MAX_RETRIES=2 makes two runs in all; a test failing twice then passing never passes
+    res = kola(setup, {"fail": {"cl.basic": [1, 2]}}, tests=["cl.basic"], max_retries=2)
+    assert res["failed"] is True and len(invocations(setup)) == 2 and "never passed in 2 runs" in res["msg"]
+    res = kola(setup, {}, tests=["cl.basic"], max_retries=0)
+    assert res["failed"] is True and "must be at least 1" in res["msg"] and len(invocations(setup)) == 2
 
 
 def test_crash_without_tap_fails_with_log(setup):
