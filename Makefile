@@ -1,7 +1,13 @@
-# kiln.flatcar — developer entry points. Two commands for a newcomer:
-#   sudo make deps     # Debian/Ubuntu packages + the Python venv
-#   make test          # sanity, lint, unit and integration tests
+# kiln.flatcar — developer entry points. Two commands for a newcomer (as root, or as a user with sudo):
+#   make deps          # Debian/Ubuntu packages (through sudo when not root) + the Python venv
+#   make test          # sanity, lint, unit and integration tests (the integration tests run as root, through sudo when needed)
 SHELL := /bin/bash
+# root needs no sudo (and a fresh machine may have none); anyone else gets it for the root-only steps
+SUDO ?= $(if $(filter 0,$(shell id -u)),,sudo)
+# upstream reference files (flatcar/scripts, update_engine, nebraska): tests that read them skip without
+# them; point this at another checkout's parent with `make test KILN_VENDOR_DIR=/path`
+KILN_VENDOR_DIR ?= $(abspath $(CURDIR)/../shared/vendor)
+export KILN_VENDOR_DIR
 VENV ?= $(CURDIR)/.venv
 # ansible-core 2.21 needs Python >= 3.12: pyenv's 3.12, else any python3.12, else python3 (checked below)
 PY312 ?= $(firstword $(shell PYENV_VERSION=3.12.1 pyenv which python3 2>/dev/null) $(firstword $(sort $(wildcard $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3))) $(shell command -v python3.12 2>/dev/null) python3)
@@ -15,7 +21,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build/collections
 deps: apt venv
 
 apt:
-	hack/install-apt-deps.sh
+	$(SUDO) hack/install-apt-deps.sh
 
 venv: $(VENV)/.kiln-venv-ok
 
@@ -42,17 +48,18 @@ unit: venv collection-path
 	$(PY) -m pytest tests/unit -q -rs $(PYTEST_ARGS)
 
 integration: venv collection-path
-	$(PY) -m pytest tests/integration -q -x -rs --durations=15 $(PYTEST_ARGS)
+	$(SUDO) env PATH="$(PATH)" ANSIBLE_COLLECTIONS_PATH="$(ANSIBLE_COLLECTIONS_PATH)" KILN_VENDOR_DIR="$(KILN_VENDOR_DIR)" \
+	  $(PY) -m pytest tests/integration -q -x -rs --durations=15 $(PYTEST_ARGS)
 
 collection: venv
 	rm -rf build/galaxy && mkdir -p build/galaxy
 	$(VENV)/bin/ansible-galaxy collection build --output-path build/galaxy .
 
 demo: venv collection-path
-	hack/demo.sh up
+	$(SUDO) env PATH="$(PATH)" ANSIBLE_COLLECTIONS_PATH="$(ANSIBLE_COLLECTIONS_PATH)" hack/demo.sh up
 
 demo-clean:
-	hack/demo.sh down
+	$(SUDO) env PATH="$(PATH)" hack/demo.sh down
 
 bench: venv collection-path
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

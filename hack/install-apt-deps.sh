@@ -13,6 +13,8 @@ PKGS=(
   docker.io containerd runc iptables
   # compression, signing
   pbzip2 lbzip2 pigz zstd xz-utils bzip2 gnupg openssl git python-is-python3 procps
+  # ansible-test sanity runs shellcheck on the shell scripts (skipped with a warning without it)
+  shellcheck
 )
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
