@@ -283,7 +283,7 @@ def test_passphrase_key_and_secrets_stay_secret(tmp_path, keys):
     playbook = os.path.join(REPO, "playbooks", "sign.yml")
     common = ["--vault-password-file", str(vault_pw), "-e", "@" + str(vars_file), "-v"]
     try:
-        ev = {"kiln_signer_hosts": "localhost", "signer_gnupghome": signer_home, "signer_key_fingerprint": fpr,
+        ev = {"kiln_signer_group": "localhost", "signer_gnupghome": signer_home, "signer_key_fingerprint": fpr,
               "kiln_sign_record": str(rec_path)}
         # wrong passphrase first (fresh agent, cache TTL 0): refused, nothing signed
         before = listing(str(build))
