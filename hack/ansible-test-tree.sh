@@ -6,7 +6,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 DEST="$REPO/build/ansible-test/ansible_collections/kiln/flatcar"
 mkdir -p "$DEST"
 cd "$REPO"
-git ls-files -co --exclude-standard -z | rsync -a --delete --from0 --files-from=- ./ "$DEST/"
+git ls-files -co --exclude-standard -z | rsync -a --delete --ignore-missing-args --from0 --files-from=- ./ "$DEST/"
 # drop files that were deleted from the work tree
 cd "$DEST"
 git init -q 2>/dev/null || true

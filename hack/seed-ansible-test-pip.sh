@@ -13,10 +13,10 @@ PY
 CACHE="$HOME/.ansible/test/cache"
 WHEELS="$HOME/.ansible/test/pip-wheel"
 mkdir -p "$CACHE" "$WHEELS"
-WHEEL=$(ls "$WHEELS"/pip-"$PIPVER"-*.whl 2>/dev/null | head -1 || true)
+WHEEL=$(find "$WHEELS" -maxdepth 1 -name "pip-$PIPVER-*.whl" 2>/dev/null | head -1 || true)
 if [ -z "$WHEEL" ]; then
   "$PY" -m pip download -q --no-deps -d "$WHEELS" "pip==$PIPVER"
-  WHEEL=$(ls "$WHEELS"/pip-"$PIPVER"-*.whl | head -1)
+  WHEEL=$(find "$WHEELS" -maxdepth 1 -name "pip-$PIPVER-*.whl" | head -1)
 fi
 cat > "$CACHE/get_pip_${PIPVER//./_}.py" <<PY
 import runpy, sys

@@ -10,7 +10,6 @@
 # writes no BIOS boot code (a disk that must never boot).
 set -euo pipefail
 
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BOARD="" VERSION="" OUT="" GROUP=developer BUILD_ID="" APPEND="" BOOTLOADER=1
 ASSETS=${KILN_TEST_CACHE:-/var/cache/kiln-test}/boot-assets
 
@@ -44,7 +43,7 @@ for f in vmlinuz initrd.img BOOT.EFI usr; do
     [ -e "$A/$f" ] || die "asset $A/$f missing: run prepare_assets.sh --arch $ARCH --dest $ASSETS"
 done
 if [ "$ARCH" = amd64 ] && [ "$BOOTLOADER" = 1 ]; then
-    [ -f "$A/grub/core.img" ] && [ -f "$A/grub/boot.img" ] || die "GRUB assets missing in $A/grub"
+    if [ ! -f "$A/grub/core.img" ] || [ ! -f "$A/grub/boot.img" ]; then die "GRUB assets missing in $A/grub"; fi
 fi
 for t in sgdisk mkfs.vfat mmd mcopy mkfs.ext4 dd truncate; do
     command -v "$t" >/dev/null || die "$t not found (see README: Debian packages gdisk mtools dosfstools e2fsprogs coreutils)"
@@ -165,7 +164,7 @@ put 1 "$ESP"
 le() {  # le VALUE NBYTES -> little-endian bytes on stdout
     local v=$1 i out=""
     for ((i = 0; i < $2; i++)); do out="$out\\x$(printf '%02x' $(( (v >> (8 * i)) & 255 )))"; done
-    printf "$out"
+    printf '%b' "$out"
 }
 patch() { dd of="$1" bs=1 seek="$2" conv=notrunc status=none; }  # stdin -> FILE at OFFSET
 if [ "$ARCH" = amd64 ] && [ "$BOOTLOADER" = 1 ]; then

@@ -120,9 +120,9 @@ build_arch() {
     # .deb cache: only packages whose candidate version is not there yet are fetched
     local debs=$DEST/.apt/$ARCH/debs missing="" want="" f
     mkdir -p "$debs"
-    while IFS== read -r p v; do
+    while IFS='=' read -r p v; do
         case "$p" in ""|guest) continue ;; esac
-        f=$(ls "$debs/${p}_${v//:/%3a}_"*.deb 2>/dev/null | head -n1 || true)
+        f=$(find "$debs" -maxdepth 1 -name "${p}_${v//:/%3a}_*.deb" 2>/dev/null | head -n1 || true)
         if [ -z "$f" ]; then missing="$missing $p"; fi
     done <<< "$stamp"
     if [ -n "$missing" ]; then
@@ -130,9 +130,9 @@ build_arch() {
         # shellcheck disable=SC2086
         (cd "$debs" && apt-get $O -qq download $missing >/dev/null) || die "apt-get download failed"
     fi
-    while IFS== read -r p v; do
+    while IFS='=' read -r p v; do
         case "$p" in ""|guest) continue ;; esac
-        f=$(ls "$debs/${p}_${v//:/%3a}_"*.deb 2>/dev/null | head -n1 || true)
+        f=$(find "$debs" -maxdepth 1 -name "${p}_${v//:/%3a}_*.deb" 2>/dev/null | head -n1 || true)
         [ -n "$f" ] || die "download of $p=$v did not produce a .deb"
         want="$want $f"
         dpkg-deb -x "$f" "$WORK/x"
@@ -203,6 +203,7 @@ build_arch() {
         command -v grub-mkimage >/dev/null || die "grub-mkimage not found: install Debian package grub-common"
         local gd="$WORK/x/usr/lib/grub/i386-pc"
         mkdir -p "$WORK/out/grub"
+        # shellcheck disable=SC2016  # $root is GRUB's variable, written literally
         printf '%s\n' 'search --no-floppy --label --set=root EFI-SYSTEM' 'set prefix=($root)/flatcar/grub' \
             > "$WORK/early.cfg"
         grub-mkimage -d "$gd" -O i386-pc -o "$WORK/out/grub/core.img" -c "$WORK/early.cfg" \

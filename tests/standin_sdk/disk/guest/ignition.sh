@@ -1,3 +1,4 @@
+# shellcheck shell=dash disable=SC2034  # sourced by /init (busybox ash: has local), which reads HANG, POWEROFF, IGN_ERR
 # Sourced by /init.  A tiny subset of Ignition spec v3 (files stage):
 #   ignition.version             3.0.0 .. 3.5.0(-experimental)
 #   storage.files[]              path, mode, contents.source (data: URLs only:
