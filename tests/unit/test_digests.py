@@ -101,3 +101,35 @@ def test_record_location(tmp_path):
     assert _digests.record_location(None) == (None, None)
     with pytest.raises(_digests.DigestsError):
         _digests.record_location(None, scripts_dir=str(tmp_path))
+
+
+def test_parallel_groups_give_the_same_digests_as_one_thread(tmp_path):
+    path = tmp_path / "big.bin"
+    block = os.urandom(1024 * 1024)
+    with open(path, "wb") as fh:
+        for i in range(_digests.PARALLEL_MIN_BYTES // len(block) + 3):
+            fh.write(block[i:] + block[:i])
+    import hashlib
+    data = path.read_bytes()
+    expected = dict((a, hashlib.new(a, data).hexdigest()) for a in ("md5", "sha1", "sha512", "sha256"))
+    expected["size"] = len(data)
+    assert _digests.hash_file(str(path), workers=1) == expected
+    assert _digests.hash_file(str(path), workers=2, chunk=1024 * 1024 + 7) == expected
+    assert _digests.hash_file(str(path), workers=8) == expected
+    # no hashing thread outlives the call
+    assert not [t for t in threading.enumerate() if t.name != "MainThread" and t.daemon and t.is_alive()
+                and getattr(t, "_target", None) is _digests._worker]
+
+
+def test_plan_groups_uses_every_algorithm_once():
+    algos = ["md5", "sha1", "sha512", "sha256"]
+    for workers in (1, 2, 3, 4, 9):
+        groups = _digests.plan_groups(algos, workers)
+        assert len(groups) == min(workers, 4)
+        assert sorted(a for g in groups for a in g) == sorted(algos)
+
+
+def test_read_error_stops_the_workers(tmp_path):
+    with pytest.raises(OSError):
+        _digests.hash_file(str(tmp_path / "missing"), workers=2)
+    assert threading.active_count() == 1
