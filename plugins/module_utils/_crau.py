@@ -11,6 +11,11 @@ Layout::
 
     "CrAU" | uint64 BE version (1) | uint64 BE manifest_size | DeltaArchiveManifest | blobs | Signatures
 
+The blobs are those of ``partition_operations`` then of each procedure's operations (the kernel), back to
+back; ``noop_operations`` repeats each procedure blob as a dummy REPLACE into a sparse hole and ends with
+one covering the Signatures blob (``delta_diff_generator.cc`` ProceduresToNoops, AddSignatureOp), so old
+clients that ignore procedures still walk the whole file. ``check_layout`` holds a payload to exactly that.
+
 The Signatures message sits at ``metadata_size + signatures_offset`` and is ``signatures_size`` long;
 each ``Signature.data`` is an RSA PKCS#1 v1.5 signature (DigestInfo sha256) over the sha256 of every
 byte before it. With N keys the versions are ``3 - N .. 2`` (``kSignatureMessageCurrentVersion = 2``).
@@ -338,6 +343,69 @@ def read_header(fh):
     return version, manifest_size
 
 
+def _noop_problem(label, noop, offset, length, block_size, data_hash=None):
+    """Why ``noop`` is not the dummy REPLACE of ``length`` bytes at ``offset`` into a sparse hole, or None."""
+    want_ext = [{"start_block": SPARSE_HOLE, "num_blocks": (length + block_size - 1) // block_size}]
+    if noop.get("type") != 0:
+        return "%s is %s, not the REPLACE old clients expect" % (label, OP_TYPES.get(noop.get("type"), noop.get("type")))
+    if noop.get("data_offset") != offset or noop.get("data_length") != length:
+        return "%s covers offset %s length %s, not offset %d length %d" % (
+            label, noop.get("data_offset"), noop.get("data_length"), offset, length)
+    if noop.get("src_extents") or noop.get("dst_extents") != want_ext:
+        return "%s does not write its %d bytes into a sparse hole of %d blocks" % (label, length, want_ext[0]["num_blocks"])
+    if noop.get("data_sha256_hash", b"") != (data_hash or b""):
+        return "%s data_sha256_hash differs from the blob it covers" % label
+    return None
+
+
+def check_layout(manifest, sig_off=None, sig_size=None):
+    """Problems with the blob layout and the legacy ``noop_operations`` of a decoded manifest.
+
+    What flatcar/update_engine writes (delta_diff_generator.cc GenerateDeltaUpdateFile): the blobs of
+    ``partition_operations`` then of each procedure's operations, back to back in manifest order
+    (ReorderDataBlobs); one noop per procedure operation that has data, REPLACE into a sparse hole with
+    the same offset, length and hash (ProceduresToNoops); the generator checks that partition and noop
+    operations read the blob area contiguously ("bad blob offset!"). A signed payload ends with one more
+    noop covering exactly the Signatures blob at ``signatures_offset`` (AddSignatureOp, also via
+    payload_signer.cc AddSignatureOpToPayload), and that blob follows the last data blob.
+    """
+    block_size = manifest.get("block_size", 4096) or 4096
+    problems = []
+    expected = []  # (label, offset, length, hash) of each noop the generator would write
+    for pi, proc in enumerate(manifest["procedures"]):
+        for oi, op in enumerate(proc["operations"]):
+            if op.get("data_length", 0):
+                expected.append(("noop for procedures[%d].operations[%d]" % (pi, oi),
+                                 op.get("data_offset", 0), op["data_length"], op.get("data_sha256_hash")))
+    noops = manifest["noop_operations"]
+    if sig_off is not None:
+        expected.append(("signature noop operation", sig_off, sig_size, None))
+        if not noops or noops[-1].get("data_offset") != sig_off:
+            return ["no noop operation covers the signature blob at signatures_offset %d as the last one: old clients "
+                    "cannot skip the signature" % sig_off]
+    if len(noops) != len(expected):
+        return ["manifest has %d noop operations, the generator writes %d (one per procedure data blob%s)"
+                % (len(noops), len(expected), ", then the signature" if sig_off is not None else "")]
+    for i, (label, offset, length, data_hash) in enumerate(expected):
+        why = _noop_problem("noop_operations[%d] (%s)" % (i, label), noops[i], offset, length, block_size, data_hash)
+        if why:
+            problems.append(why)
+            return problems
+    # blobs are read in manifest order: partition operations, then the noops (old clients), then the signature
+    pos = 0
+    in_order = [("partition_operations[%d]" % i, op) for i, op in enumerate(manifest["partition_operations"])]
+    in_order += [("noop_operations[%d]" % i, op) for i, op in enumerate(noops)]
+    for label, op in in_order:
+        if "data_offset" not in op:
+            continue
+        if op["data_offset"] != pos:
+            problems.append("%s data starts at blob offset %d, expected %d (blobs must follow each other in manifest order)"
+                            % (label, op["data_offset"], pos))
+            break
+        pos += op.get("data_length", 0)
+    return problems
+
+
 def _summarize_ops(ops):
     out = {"count": len(ops), "types": {}, "data_bytes": 0}
     for op in ops:
@@ -392,10 +460,7 @@ def inspect(path, public_keys=(), check_blobs=True, chunk=CHUNK):
                 elif check_blobs:
                     problems.append("%s has no data_sha256_hash" % label)
         ranges.sort(key=lambda r: r[0])
-        for noop in manifest["noop_operations"]:
-            ext = noop.get("dst_extents") or []
-            if signed and (noop.get("data_offset") != sig_off or not ext or ext[0].get("start_block") != SPARSE_HOLE):
-                problems.append("noop operation does not cover the signature blob as old clients expect")
+        problems += check_layout(manifest, sig_off if signed else None, sig_size if signed else None)
 
         # one streaming pass over the whole file
         sha1 = hashlib.sha1()

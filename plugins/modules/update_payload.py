@@ -13,8 +13,11 @@ description:
   - Builds C(flatcar_production_update.gz) from C(flatcar_production_update.bin) (or C(.bin.bz2)) and
     C(flatcar_production_image.vmlinuz), and C(oem-<id>.gz) / C(flatcar-<name>.gz) from the sysext C(.raw) files, by
     driving C(core_sign_update) and C(delta_generator) the way C(flatcar/scripts generate_payload) does.
-  - The tools come from the build's C(flatcar_production_update.zip) bundle (unpacked into a private temporary
-    directory) or from a directory holding them (an unpacked bundle, or the SDK's tools).
+  - The tools come from the build's C(flatcar_production_update.zip) bundle or from a directory holding them (an
+    unpacked bundle, a flatcar/scripts checkout, or the SDK's scripts directory). The real C(core_sign_update) runs
+    unchanged from a private copy laid out like the SDK's C(src/scripts), with C(common.sh), C(lib/shflags) and
+    C(version.txt) where C(common.sh) looks for them; the C(settings.env) that C(common.sh) sources but the bundle
+    does not ship is written empty (only comments).
   - Private keys are RSA PEM files or C(pkcs11:) URIs; only their paths or URIs reach the command line. A C(pin-value)
     inside a URI is refused; give O(pkcs11_pin) instead (written to a 0600 file in a private directory and referenced
     with C(pin-source=file:)).
@@ -82,7 +85,12 @@ options:
     description: The bundle for O(tools=bundle). Defaults to C(<build_dir>/flatcar_production_update.zip).
     type: path
   tools_dir:
-    description: Directory with C(core_sign_update) and C(delta_generator) for O(tools=directory).
+    description:
+      - For O(tools=directory) - where C(core_sign_update) sits beside C(common.sh) and C(lib/shflags/shflags) - an
+        unpacked bundle (with C(version.txt)), a flatcar/scripts checkout (C(sdk_container/.repo/manifests/version.txt))
+        or the SDK's C(/mnt/host/source/src/scripts) (C(../../.repo/manifests/version.txt)).
+      - C(delta_generator) is taken from this directory when it is there, else from E(PATH) (the SDK's
+        C(/usr/bin/delta_generator)).
     type: path
   private_keys:
     description: RSA private keys (PEM file paths or C(pkcs11:) URIs), one signature each.
@@ -201,7 +209,24 @@ def payload_name(raw):
     return base[:-len(".raw")] + ".gz"
 
 
-def unpack_bundle(runner, zip_path, dest):
+# core_sign_update sources common.sh beside itself and exports GCLIENT_ROOT=<its dir>/../.. (flatcar/scripts
+# core_sign_update:12-16); common.sh sources settings.env beside itself first (common.sh:6), sets
+# SCRIPTS_DIR=$GCLIENT_ROOT/src/scripts (:310), loads version.txt from $GCLIENT_ROOT/.repo/manifests or from
+# beside the script (:313-337, the update.zip case) and shflags from $SCRIPTS_DIR/lib/shflags or
+# ./lib/shflags (:401-405). kiln therefore lays the tools out in a private tree <work>/gclient/src/scripts
+# (the SDK's own layout, /mnt/host/source/src/scripts) so every one of those lookups lands inside it and
+# nothing around the output directory (a stray .repo, .chromeos_dev or .default_board) is picked up.
+SCRIPTS_REL = os.path.join("gclient", "src", "scripts")
+SETTINGS_ENV = """# Written by kiln.flatcar.update_payload: build_library/generate_au_zip.py does not put settings.env into
+# flatcar_production_update.zip (STATIC_FILES), but common.sh sources it first (common.sh:6). common.sh reads
+# only SETTING_BINPKG_SERVER_* from it, for SDK download URLs that core_sign_update never uses.
+"""
+
+
+def unpack_bundle(runner, zip_path, work):
+    """Unpack flatcar_production_update.zip into <work>/gclient/src/scripts; return (scripts_dir, path_dirs)."""
+    dest = os.path.join(work, SCRIPTS_REL)
+    os.makedirs(dest)
     try:
         with zipfile.ZipFile(zip_path) as zf:
             for info in zf.infolist():
@@ -219,7 +244,63 @@ def unpack_bundle(runner, zip_path, dest):
         if not os.path.isfile(path):
             runner.fail("%s has no %s: it is not a flatcar_production_update.zip bundle" % (zip_path, tool))
         os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
-    return dest
+    for rel in ("common.sh", os.path.join("lib", "shflags", "shflags"), "version.txt"):
+        if not os.path.isfile(os.path.join(dest, rel)):
+            runner.fail("%s has no %s, which core_sign_update needs: it is not a flatcar_production_update.zip bundle"
+                        % (zip_path, rel))
+    _settings_env(dest)
+    return dest, [dest]
+
+
+def _settings_env(scripts):
+    path = os.path.join(scripts, "settings.env")
+    if not os.path.isfile(path):
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(SETTINGS_ENV)
+
+
+def lay_out_directory(runner, tools_dir, work):
+    """Copy core_sign_update, common.sh, settings.env, lib/shflags and version.txt from an unpacked bundle, a
+    flatcar/scripts checkout or the SDK's scripts directory into <work>/gclient/src/scripts; delta_generator
+    stays where it is (beside them in a bundle, on PATH in the SDK). Return (scripts_dir, path_dirs)."""
+    dest = os.path.join(work, SCRIPTS_REL)
+    os.makedirs(os.path.join(dest, "lib"))
+    for rel in ("core_sign_update", "common.sh", os.path.join("lib", "shflags", "shflags")):
+        if not os.path.isfile(os.path.join(tools_dir, rel)):
+            runner.fail("%s has no %s: give a directory where core_sign_update sits beside common.sh and lib/shflags "
+                        "(an unpacked flatcar_production_update.zip, a flatcar/scripts checkout or the SDK's scripts)"
+                        % (tools_dir, rel))
+    try:
+        for name in ("core_sign_update", "common.sh", "settings.env"):
+            if os.path.isfile(os.path.join(tools_dir, name)):
+                shutil.copy(os.path.join(tools_dir, name), os.path.join(dest, name))
+        shutil.copytree(os.path.join(tools_dir, "lib", "shflags"), os.path.join(dest, "lib", "shflags"))
+        os.chmod(os.path.join(dest, "core_sign_update"), 0o755)
+        _settings_env(dest)
+        # version.txt: beside the script in a bundle; sdk_container/.repo/manifests in a checkout (mounted as
+        # /mnt/host/source/.repo in the SDK, i.e. ../../.repo/manifests from src/scripts)
+        beside = os.path.join(tools_dir, "version.txt")
+        manifests = [os.path.join(tools_dir, "sdk_container", ".repo", "manifests", "version.txt"),
+                     os.path.join(tools_dir, os.pardir, os.pardir, ".repo", "manifests", "version.txt")]
+        if os.path.isfile(beside):
+            shutil.copy(beside, os.path.join(dest, "version.txt"))
+        else:
+            found = [m for m in manifests if os.path.isfile(m)]
+            if not found:
+                runner.fail("%s has no version.txt (beside core_sign_update, in sdk_container/.repo/manifests or "
+                            "../../.repo/manifests): common.sh cannot run without it" % tools_dir)
+            repo = os.path.join(work, "gclient", ".repo", "manifests")
+            os.makedirs(repo)
+            shutil.copy(found[0], os.path.join(repo, "version.txt"))
+    except OSError as exc:
+        runner.fail("cannot lay out the tools from %s: %s" % (tools_dir, exc))
+    path_dirs = [dest]
+    if os.access(os.path.join(tools_dir, "delta_generator"), os.X_OK):
+        path_dirs.append(tools_dir)
+    elif not shutil.which("delta_generator"):
+        runner.fail("no delta_generator in %s or on PATH: run on the SDK, or point tools_dir at an unpacked "
+                    "flatcar_production_update.zip" % tools_dir)
+    return dest, path_dirs
 
 
 def separator_for(keys):
@@ -459,12 +540,9 @@ def _build(module, p, runner, to_build, work, in_hashes, pubkeys, build_dir):
         bundle = p["generator_zip"] or os.path.join(build_dir, "flatcar_production_update.zip")
         if not os.path.isfile(bundle):
             runner.fail("update generator bundle %s does not exist: build the image with extract_update, or use tools: directory" % bundle)
-        tools_dir = unpack_bundle(runner, bundle, os.path.join(work, "tools"))
+        scripts, path_dirs = unpack_bundle(runner, bundle, work)
     else:
-        tools_dir = os.path.abspath(p["tools_dir"])
-        for tool in TOOLS:
-            if not os.access(os.path.join(tools_dir, tool), os.X_OK):
-                runner.fail("%s has no executable %s" % (tools_dir, tool))
+        scripts, path_dirs = lay_out_directory(runner, os.path.abspath(p["tools_dir"]), work)
     keys = list(p["private_keys"])
     if p["pkcs11_pin"] is not None and any(k.startswith("pkcs11:") for k in keys):
         pin_file = os.path.join(work, "pkcs11.pin")
@@ -475,7 +553,7 @@ def _build(module, p, runner, to_build, work, in_hashes, pubkeys, build_dir):
     sep = separator_for(keys + list(p["public_keys"]))
     if sep is None:
         runner.fail("every key separator character appears in a key path: rename the key files")
-    env = {"PATH": tools_dir + os.pathsep + os.environ.get("PATH", DEFAULT_PATH)}
+    env = {"PATH": os.pathsep.join(path_dirs + [os.environ.get("PATH", DEFAULT_PATH)])}
     for name, image, kernel, dest, _reason in to_build:
         src = image
         if image.endswith(".bz2"):
@@ -485,7 +563,7 @@ def _build(module, p, runner, to_build, work, in_hashes, pubkeys, build_dir):
         jobdir = os.path.join(work, "job-" + name)
         os.makedirs(jobdir)
         tmp_out = os.path.join(work, name)
-        argv = [os.path.join(tools_dir, "core_sign_update"), "--image", src]
+        argv = [os.path.join(scripts, "core_sign_update"), "--image", src]
         if kernel:
             argv += ["--kernel", kernel]
         argv += ["--output", tmp_out, "--private_keys", sep.join(keys), "--public_keys", sep.join(p["public_keys"]),

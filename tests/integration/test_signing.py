@@ -1,6 +1,7 @@
 """Signing with real GnuPG through real ansible-playbook runs: DIGESTS, .sig, .DIGESTS.asc, the build
 record, refusals (changed artifact, wrong key, expired key, wrong passphrase), secrets hygiene, and
-update payloads made by the stand-in core_sign_update from a flatcar_production_update.zip bundle."""
+update payloads made by the real core_sign_update (vendored flatcar/scripts, at run time) from a
+flatcar_production_update.zip laid out like generate_au_zip.py makes it."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import os
 import shutil
 import subprocess
 import tempfile
-import zipfile
 
 import pytest
 
+from au_testlib import au_generator_zip, checkout_layout
 from kiln_testlib import REPO, VENV_BIN, run_module, run_playbook
 
 from ansible_collections.kiln.flatcar.plugins.module_utils._record import BuildRecord, describe_output
@@ -333,14 +334,10 @@ def openssl_pair(directory, name):
     return key, pubk
 
 
-def bundle(build, tools=AU):
-    """flatcar_production_update.zip with the stand-in tools (as build_library/generate_au_zip.py packs them)."""
-    with zipfile.ZipFile(str(build / "flatcar_production_update.zip"), "w") as zf:
-        for name in ("core_sign_update", "delta_generator"):
-            info = zipfile.ZipInfo(name)
-            info.external_attr = 0o755 << 16
-            zf.writestr(info, open(os.path.join(tools, name), "rb").read())
-        zf.writestr("common.sh", "# stand-in\n")
+def bundle(build):
+    """flatcar_production_update.zip with the real core_sign_update, common.sh and lib/shflags and the stand-in
+    delta_generator, as build_library/generate_au_zip.py packs them (skips without the vendored scripts)."""
+    au_generator_zip(build / "flatcar_production_update.zip")
 
 
 def test_update_payloads_from_bundle(tmp_path):
@@ -369,16 +366,13 @@ def test_update_payloads_from_bundle(tmp_path):
 
 def test_payload_failing_verification_is_not_published(tmp_path):
     _root, build, _rec = make_build(tmp_path, record=False)
-    tools = tmp_path / "tools"
-    tools.mkdir()
-    shutil.copy(os.path.join(AU, "delta_generator"), str(tools))
-    # a core_sign_update that "succeeds" but corrupts one blob byte after signing
-    (tools / "core_sign_update").write_text(
-        "#!/bin/bash\nset -e\n%s \"$@\"\nout=''\nwhile [[ $# -gt 0 ]]; do [[ $1 == --output ]] && out=$2; shift; done\n"
-        "printf '\\x00' | dd of=\"$out\" bs=1 seek=600 conv=notrunc status=none\n" % os.path.join(AU, "core_sign_update"))
-    os.chmod(str(tools / "core_sign_update"), 0o755)
+    tools = checkout_layout(tmp_path / "tools")
+    shutil.copy(os.path.join(AU, "delta_generator"), tools)
+    # the real core_sign_update, made to "succeed" but corrupt one blob byte after signing
+    with open(os.path.join(tools, "core_sign_update"), "a") as fh:
+        fh.write("printf '\\x00' | dd of=\"${FLAGS_output}\" bs=1 seek=600 conv=notrunc status=none\n")
     key, pubk = openssl_pair(str(tmp_path), "au")
-    res, _unused = run_module("kiln.flatcar.update_payload", {"build_dir": str(build), "tools": "directory", "tools_dir": str(tools),
+    res, _unused = run_module("kiln.flatcar.update_payload", {"build_dir": str(build), "tools": "directory", "tools_dir": tools,
                                                               "extensions": [], "private_keys": [key], "public_keys": [pubk]})
     msg = one_line(res)
     assert "failed verification" in msg and "not published" in msg, msg

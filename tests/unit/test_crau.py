@@ -1,5 +1,6 @@
-"""The pure-Python CrAU payload reader and RSA verifier, against payloads made by the stand-in
-core_sign_update / delta_generator (which use openssl for RSA)."""
+"""The pure-Python CrAU payload reader and RSA verifier, against payloads made by the real flatcar/scripts
+core_sign_update (from the vendored scripts, at run time) driving the stand-in delta_generator, which lays
+payloads out like update_engine's generator (both use openssl for RSA)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ import subprocess
 
 import pytest
 
-from ansible_collections.kiln.flatcar.plugins.module_utils import _crau
+from au_testlib import AU, run_core_sign_update, sdk_layout
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-AU = os.path.join(REPO, "tests", "standin_sdk", "au")
+from ansible_collections.kiln.flatcar.plugins.module_utils import _crau
 
 
 def openssl_key(directory, name, pkcs1=False):
@@ -34,16 +34,20 @@ def keys(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def payload(tmp_path_factory, keys):
+def core_sign_update(tmp_path_factory):
+    """The real core_sign_update in the SDK layout (<root>/src/scripts); skips without the vendored scripts."""
+    return os.path.join(sdk_layout(tmp_path_factory.mktemp("sdk") / "trunk"), "core_sign_update")
+
+
+@pytest.fixture(scope="module")
+def payload(tmp_path_factory, keys, core_sign_update):
     d = tmp_path_factory.mktemp("payload")
     image = d / "flatcar_production_update.bin"
     image.write_bytes(os.urandom(3 * 1024 * 1024 + 8192))
     kernel = d / "flatcar_production_image.vmlinuz"
     kernel.write_bytes(os.urandom(54321))
     out = d / "flatcar_production_update.gz"
-    subprocess.run([os.path.join(AU, "core_sign_update"), "--image", str(image), "--kernel", str(kernel),
-                    "--output", str(out), "--private_keys", keys["a"][0], "--public_keys", keys["a"][1]],
-                   cwd=str(d), check=True, capture_output=True)
+    run_core_sign_update(core_sign_update, d, image, out, [keys["a"]], kernel=kernel)
     return {"path": str(out), "image": image.read_bytes(), "kernel": kernel.read_bytes(), "dir": d}
 
 
@@ -86,7 +90,8 @@ def test_inspect_valid(payload, keys):
     assert m["new_partition_info"] == {"size": len(payload["image"]), "sha256": hashlib.sha256(payload["image"]).hexdigest()}
     assert m["procedures"][0]["type"] == "KERNEL"
     assert m["procedures"][0]["new_info"]["sha256"] == hashlib.sha256(payload["kernel"]).hexdigest()
-    assert m["partition_operations"]["types"] == {"REPLACE": 4}
+    assert m["partition_operations"]["types"] == {"REPLACE": 4}  # random data: bzip2 does not shrink it
+    assert m["noop_operations"] == 2  # the kernel blob, then the signature (delta_diff_generator.cc)
     assert info["signature_count"] == 1 and info["signatures"][0]["version"] == 2
     assert info["signatures"][0]["size"] == 256
     assert data[:4] == b"CrAU" and struct.unpack(">Q", data[4:12])[0] == 1
@@ -151,28 +156,24 @@ def test_bad_magic_and_truncation(payload, tmp_path):
         _crau.inspect(str(tiny))
 
 
-def test_two_keys_versions(tmp_path, keys):
+def test_two_keys_versions(tmp_path, keys, core_sign_update):
     image = tmp_path / "oem-azure.raw"
     image.write_bytes(os.urandom(8192))
     out = tmp_path / "oem-azure.gz"
-    subprocess.run([os.path.join(AU, "core_sign_update"), "--image", str(image), "--output", str(out),
-                    "--private_keys", keys["a"][0] + "+" + keys["b"][0],
-                    "--public_keys", keys["a"][1] + "+" + keys["b"][1], "--keys_separator", "+"],
-                   cwd=str(tmp_path), check=True, capture_output=True)
+    run_core_sign_update(core_sign_update, tmp_path, image, out, [keys["a"], keys["b"]], sep="+")
     info = _crau.inspect(str(out), [("a", load(keys["a"][1])), ("b", load(keys["b"][1]))])
     assert info["verified"], info["problems"]
     assert [s["version"] for s in info["signatures"]] == [1, 2]
     assert info["manifest"]["procedures"] == []  # sysext payloads carry no kernel
 
 
-def test_standin_verify_rejects_wrong_key(tmp_path, keys):
+def test_core_sign_update_rejects_wrong_key(tmp_path, keys, core_sign_update):
     """core_sign_update's final delta_generator check refuses a public key that does not match."""
     image = tmp_path / "u.bin"
     image.write_bytes(os.urandom(4096))
-    proc = subprocess.run([os.path.join(AU, "core_sign_update"), "--image", str(image), "--output", str(tmp_path / "o.gz"),
-                           "--private_keys", keys["a"][0], "--public_keys", keys["b"][1]],
-                          cwd=str(tmp_path), capture_output=True, check=False)
-    assert proc.returncode != 0 and not (tmp_path / "o.gz").exists()
+    proc = run_core_sign_update(core_sign_update, tmp_path, image, tmp_path / "o.gz", [(keys["a"][0], keys["b"][1])],
+                                check=False)
+    assert proc.returncode != 0 and "VerifySignedPayload" in proc.stderr and not (tmp_path / "o.gz").exists()
 
 
 def test_unsigned_payload(tmp_path):
@@ -183,3 +184,21 @@ def test_unsigned_payload(tmp_path):
                     "-out_file", str(out)], check=True, capture_output=True)
     info = _crau.inspect(str(out))
     assert not info["signed"] and info["signature_count"] == 0
+
+
+def test_generator_private_key_and_unsigned_kernel(tmp_path, keys):
+    """delta_generator -private_key (how build_image makes flatcar_test_update.gz) signs in one go: kernel
+    noop, then the signature noop; unsigned with a kernel: only the kernel noop, and that is accepted."""
+    image = tmp_path / "u.bin"
+    image.write_bytes(os.urandom(8192))
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(os.urandom(5000))
+    signed, unsigned = tmp_path / "signed.gz", tmp_path / "unsigned.gz"
+    gen = [shutil.which("python3"), os.path.join(AU, "delta_generator"), "-new_image", str(image), "-new_kernel", str(kernel)]
+    subprocess.run(gen + ["-out_file", str(signed), "-private_key", keys["a"][0]], check=True, capture_output=True)
+    subprocess.run(gen + ["-out_file", str(unsigned)], check=True, capture_output=True)
+    info = _crau.inspect(str(signed), [("a", load(keys["a"][1]))])
+    assert info["verified"] and info["problems"] == [] and info["manifest"]["noop_operations"] == 2
+    assert [s["version"] for s in info["signatures"]] == [2]
+    info = _crau.inspect(str(unsigned))
+    assert not info["signed"] and info["problems"] == [] and info["manifest"]["noop_operations"] == 1
