@@ -63,3 +63,10 @@ demo-clean:
 
 bench: venv collection-path
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Regenerate the committed SDK contract (tests/sdk_contract/<release line>.json) from flatcar/scripts;
+# tests/unit/test_sdk_contract.py fails when the committed file and the vendor checkout disagree.
+.PHONY: sdk-contract
+sdk-contract: venv
+	@test -f "$(KILN_VENDOR_DIR)/flatcar-scripts/run_sdk_container" || { echo "no flatcar/scripts at $(KILN_VENDOR_DIR)/flatcar-scripts: make sdk-contract KILN_VENDOR_DIR=/path"; exit 1; }
+	$(PY) hack/sdk-contract.py -o tests/sdk_contract "$(KILN_VENDOR_DIR)/flatcar-scripts"

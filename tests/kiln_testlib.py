@@ -121,3 +121,23 @@ def run_module(module, args, check=False, env=None, timeout=1800, task_env=None)
                                        **({"environment": task_env} if task_env else {}))]}], fh)
         run = run_playbook(pb, check=check, env=env, timeout=timeout)
     return run.result("kiln under test"), run
+
+
+# The real flatcar/scripts (read-only reference data, never copied into the repo). Tests that run the real
+# lib/shflags or read the real sources skip with VENDOR_SKIP in a clone without it.
+VENDOR_SKIP = "needs ../shared/vendor (flatcar/scripts); point KILN_VENDOR_DIR at a checkout: make test KILN_VENDOR_DIR=/path"
+
+
+def vendor_dir():
+    """``$KILN_VENDOR_DIR`` or ``<repo>/../shared/vendor`` (may not exist)."""
+    return os.environ.get("KILN_VENDOR_DIR") or os.path.join(os.path.dirname(REPO), "shared", "vendor")
+
+
+def flatcar_scripts_dir():
+    """The real flatcar/scripts tree: ``<vendor>/flatcar-scripts``, or KILN_VENDOR_DIR itself when it is a
+    scripts checkout. None when it is not there."""
+    base = vendor_dir()
+    for cand in (os.path.join(base, "flatcar-scripts"), base):
+        if os.path.isfile(os.path.join(cand, "lib", "shflags", "shflags")):
+            return cand
+    return None

@@ -22,8 +22,11 @@ from ansible_collections.kiln.flatcar.plugins.module_utils._record import (
     record_path,
     state_dir,
 )
+from ansible_collections.kiln.flatcar.plugins.module_utils._contract import ScriptsContract, command_problems, environment_problems
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import SDK_ENV_PASSTHROUGH, Runner
+from ansible_collections.kiln.flatcar.plugins.module_utils._sdkargv import CONTAINER_ROOT, CONTAINER_SCRIPTS, container_path, sdk_command
 from ansible_collections.kiln.flatcar.plugins.module_utils._version import (
+    CHANNELS,
     VERSIONFILE,
     FlatcarVersion,
     VersionError,
@@ -32,7 +35,6 @@ from ansible_collections.kiln.flatcar.plugins.module_utils._version import (
 
 REGISTRY = "ghcr.io/flatcar"
 FLAVOURS = ("all", "amd64", "arm64")
-CONTAINER_ROOT = "/mnt/host/source/src/build"  # DEFAULT_BUILD_ROOT inside the SDK container
 CHECKOUT_STATE = "checkout.json"
 
 # argument_spec pieces every SDK stage module takes
@@ -133,9 +135,19 @@ class SdkStage:
         self.flavour = p.get("flavour") or "all"
         self.container_name = p.get("container_name") or default_container_name(self.flavour, self.sdk_version.version, self.version.version)
         self.record = None
-        # Pinned once in version.txt and exported to every step (Flatcar#2041): an empty build id
-        # means an official build, which the SDK only makes with COREOS_OFFICIAL=1.
-        env = {"FLATCAR_BUILD_ID": self.build_id}
+        self._contract = None
+        self._preflighted = False
+        # The build id is pinned once in version.txt (Flatcar#2041) and every step reads it from there
+        # (run_sdk_container -U never rewrites the file). It is NOT exported: with FLATCAR_BUILD_ID in the
+        # environment common.sh ignores version.txt's FLATCAR_BUILD_ID, FLATCAR_DEV_BUILDS and
+        # FLATCAR_DEV_BUILDS_SDK (flatcar/scripts common.sh, "The build id may be provided externally"), so the
+        # binary package cache written there by sdk_checkout would never reach setup_board's make.conf.
+        # Only a version.txt without the line gets it from the environment. An empty build id means an
+        # official build, which the SDK only makes with COREOS_OFFICIAL=1.
+        # A stray FLATCAR_BUILD_ID in the module's own environment is dropped (None) for the same reason.
+        env = {"FLATCAR_BUILD_ID": None}
+        if self.build_id and "FLATCAR_BUILD_ID" not in self.versionfile:
+            env["FLATCAR_BUILD_ID"] = self.build_id
         if not self.build_id:
             env["COREOS_OFFICIAL"] = "1"
         for key, value in (p.get("environment") or {}).items():
@@ -144,6 +156,8 @@ class SdkStage:
                     msg="environment variable %s does not reach the SDK container: use one of %s" % (key, ", ".join(SDK_ENV_PASSTHROUGH))
                 )
             env[key] = value
+        # FLATCAR_DEV_BUILDS as common.sh will see it (None: the SDK's default server)
+        self.dev_builds = None if env.get("FLATCAR_BUILD_ID") else (self.versionfile.get("FLATCAR_DEV_BUILDS") or None)
         self.runner = Runner(
             module,
             log_path=self.log_path,
@@ -156,11 +170,15 @@ class SdkStage:
         self.engine, self.engine_argv = detect_engine(module, p.get("engine") or "auto")
 
     # -- helpers -----------------------------------------------------------------------------
-    def host_to_container(self, path):
-        rel = os.path.relpath(path, self.build_root)
-        if rel.startswith(".."):
-            self.module.fail_json(msg="%s is outside the SDK build root %s" % (path, self.build_root))
-        return CONTAINER_ROOT + "/" + rel
+    def host_to_container(self, path, what="path"):
+        """The container path of a host path inside the checkout (run_sdk_container mounts the build root
+        at CONTAINER_ROOT and the checkout at CONTAINER_SCRIPTS); anything else fails with one line."""
+        inside = container_path(path, self.scripts_dir)
+        if inside is None:
+            self.module.fail_json(msg="%s %s is not visible in the SDK container: run_sdk_container mounts only the scripts checkout %s "
+                                  "(as %s) and its build root (as %s); put the file inside the checkout"
+                                  % (what, path, self.scripts_dir, CONTAINER_SCRIPTS, CONTAINER_ROOT))
+        return inside
 
     def container_to_host(self, path):
         if not path.startswith(CONTAINER_ROOT):
@@ -169,7 +187,37 @@ class SdkStage:
 
     def sdk_command(self, argv):
         """``run_sdk_container -U`` with the pinned container name: version.txt is never rewritten."""
-        return ["./run_sdk_container", "-U", "-n", self.container_name, "-a", self.flavour, "-V", self.sdk_version.version, "--"] + list(argv)
+        return sdk_command(self.container_name, self.flavour, self.sdk_version.version, argv)
+
+    # -- preflight ---------------------------------------------------------------------------
+    def scripts_ref(self):
+        """The checkout's name for messages: ``git describe --tags``, else FLATCAR_VERSION of version.txt."""
+        rc, out, _err = self.runner.capture(["git", "describe", "--tags"])
+        return out.strip() if rc == 0 and out.strip() else self.version.version
+
+    def preflight(self, commands, sudo=False):
+        """Refuse, in seconds and in check mode too, what the checked-out scripts do not support.
+
+        ``commands`` are the SDK argvs (as passed to sdk_command) this stage will run. They are checked
+        with the shared parser (_contract.py) against the scripts at scripts_dir: every run_sdk_container
+        option, script flag and its type, build_image type, image_to_vm.sh format, compression format,
+        and every environment variable kiln hands to the container. The parse is cached on this stage
+        object only, so a changed checkout is always read afresh."""
+        if self._contract is None:
+            self._contract = ScriptsContract(self.scripts_dir)
+        problems = []
+        for argv in commands:
+            problems.extend(command_problems(self._contract, self.sdk_command(argv)))
+        names = sorted(k for k, v in self.runner.env.items() if v is not None and k != "TMPDIR")
+        problems.extend(environment_problems(self._contract, names, sudo=sudo))
+        if problems:
+            unique = []
+            for item in problems:
+                if item not in unique:
+                    unique.append(item)
+            self.module.fail_json(msg="scripts at %s have no %s" % (self.scripts_ref(), "; no ".join(unique)),
+                                  stage=self.stage, scripts_dir=self.scripts_dir)
+        self._preflighted = True
 
     def scripts_commit(self):
         rc, out, _err = self.runner.capture(["git", "rev-parse", "HEAD"])
@@ -203,9 +251,17 @@ class SdkStage:
             "FLATCAR_VERSION_ID": self.version.version_id,
             "FLATCAR_BUILD_ID": self.build_id,
             "FLATCAR_SDK_VERSION": self.sdk_version.version,
-            "channel": self.version.channel,
+            "channel": self.channel(),
             "official": self.version.official,
         }
+
+    def channel(self):
+        """The channel sdk_checkout parsed from the tag or version it pinned. version.txt cannot carry it
+        (its FLATCAR_VERSION has no ``<channel>-`` prefix, so parsing that alone always gives 'developer')."""
+        pinned = (self._checkout_state() or {}).get("version") or {}
+        if pinned.get("FLATCAR_VERSION") == self.version.version and pinned.get("channel") in CHANNELS:
+            return pinned["channel"]
+        return self.version.channel
 
     def open_record(self):
         try:
@@ -253,6 +309,8 @@ class SdkStage:
     def run(self, inputs, execute, extra_check=None, result_extra=None):
         """Skip if current; in check mode report; else begin, execute() -> (outputs, details), finish."""
         module = self.module
+        if not self._preflighted:
+            module.fail_json(msg="kiln bug: stage %s reached its run without a preflight of its SDK commands" % self.stage)
         input_digest = digest(inputs)
         current, reason = self.record.is_current(self.stage, input_digest, extra_check=extra_check)
         result = dict(

@@ -25,6 +25,29 @@ _VERNUM = r"[0-9]+\.[0-9]+\.[0-9]+"
 _VERSION_RE = re.compile(r"^(?:(?P<prefix>[a-z]+)-)?(?P<vernum>" + _VERNUM + r")(?:[-+](?P<build>.+))?$")
 _BUILD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _LINE_RE = re.compile(r'^([A-Z_][A-Z0-9_]*)=(.*)$')
+# A binhost URL that is safe inside version.txt, which the SDK sources as shell (common.sh
+# load_environment_var, sdk_entry.sh): a scheme, then no whitespace, quotes or shell metacharacters.
+_BINHOST_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9._~:/?#\[\]@!%+,=-]+$")
+
+
+def check_binhost_root(url):
+    """The FLATCAR_DEV_BUILDS value for a binary package cache root URL (trailing '/' removed), or VersionError.
+
+    setup_board makes PORTAGE_BINHOST ``$FLATCAR_DEV_BUILDS/boards/<board>/<version>/pkgs/``
+    (build_library/toolchain_util.sh get_board_binhost), so this is the cache root, not a pkgs/ URL."""
+    text = "" if url is None else str(url)
+    if not _BINHOST_RE.fullmatch(text):
+        raise VersionError(
+            "binhost %r cannot go into version.txt (the SDK sources it as shell): give a URL such as "
+            "http://cache.example:8080 without spaces, quotes, ';', '$', '&', '|' or newlines" % text
+        )
+    root = text.rstrip("/")
+    if re.search(r"/boards/[^/]+/[^/]+/pkgs$", root):
+        raise VersionError(
+            "binhost %r is a pkgs/ URL: give the cache root (the part before /boards/); setup_board appends "
+            "/boards/<board>/<version>/pkgs/ itself" % text
+        )
+    return root
 
 
 class VersionError(ValueError):
@@ -153,9 +176,11 @@ def versionfile_content(os_version, sdk_version, extra=None):
     ]
     # common.sh also reads the binhost location from version.txt: the cleanest way to point a
     # custom build at a private binary package cache.
+    # common.sh reads them only when FLATCAR_BUILD_ID is not in the environment (kiln's SDK stages leave
+    # it to version.txt). Validated and quoted: the SDK sources this file as shell.
     for key in ("FLATCAR_DEV_BUILDS", "FLATCAR_DEV_BUILDS_SDK"):
         if extra and extra.get(key):
-            lines.append("%s=%s" % (key, extra[key]))
+            lines.append('%s="%s"' % (key, check_binhost_root(extra[key])))
     return "\n".join(lines) + "\n"
 
 

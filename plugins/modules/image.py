@@ -14,8 +14,13 @@ description:
     SDK container that built the packages.
   - Finds the real output directory C(__build__/images/images/<board>/<group>-<FLATCAR_VERSION>-a<N>), records every file
     in it (path, role, size, sha256) in the build record, and returns them.
-  - A rerun with the same inputs whose outputs still verify is skipped. When inputs changed, the new build goes to the
-    next attempt directory (C(-a<N+1>)) so the previous artifacts are kept, unless O(replace=true).
+  - A rerun with the same inputs whose outputs still verify is skipped. When inputs changed, a build that includes
+    V(prod) or V(prodtar) goes to the next attempt directory (C(-a<N+1>)) so the previous artifacts are kept, unless
+    O(replace=true). A build of other types only (V(container), V(sysext), V(oem_sysext)) is added to the newest
+    attempt directory, next to the C(flatcar_production_image_sysext.squashfs) it builds on (C(build_image) refuses an
+    existing directory only for the production image).
+  - Before anything runs, even in check mode, the flags, image types and environment are checked against the scripts
+    checked out in O(scripts_dir); a build they do not support fails at once with one line.
 author:
   - kiln developers (@kiln-project)
 extends_documentation_fragment:
@@ -85,7 +90,9 @@ options:
     description: C(--getbinpkgver).
     type: str
   developer_data:
-    description: C(--developer_data), a cloud-config file inside the scripts checkout.
+    description:
+      - C(--developer_data), a cloud-config file inside the scripts checkout (O(scripts_dir)), which C(run_sdk_container)
+        mounts into the SDK container; it is passed as the path inside the container. A file elsewhere is refused.
     type: path
   devcontainer_binhost:
     description: C(--devcontainer_binhost).
@@ -180,6 +187,15 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import list_files, role_of
 from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import COMMON_ARGS, SdkStage
+from ansible_collections.kiln.flatcar.plugins.module_utils._sdkargv import (
+    COMPRESSION_CHOICES,
+    IMAGE_TYPES,
+    PROD_TYPES,
+    build_image_argv,
+    build_image_attempt,
+    build_image_flags,
+    set_official_argv,
+)
 
 
 def image_dirs(board_dir, group, version):
@@ -199,15 +215,14 @@ def image_dirs(board_dir, group, version):
 def main():
     spec = dict(COMMON_ARGS)
     spec.update(
-        image_types=dict(type="list", elements="str", default=["prod", "oem_sysext"],
-                         choices=["prod", "prodtar", "container", "sysext", "oem_sysext"]),
+        image_types=dict(type="list", elements="str", default=["prod", "oem_sysext"], choices=list(IMAGE_TYPES)),
         group=dict(type="str", default="developer"),
         base_pkg=dict(type="str"),
         base_dev_pkg=dict(type="str"),
         base_sysexts=dict(type="str"),
         oem_sysexts=dict(type="str"),
         disk_layout=dict(type="str"),
-        compression_formats=dict(type="list", elements="str", default=["bz2"], choices=["none", "bz2", "gz", "zip", "zst"]),
+        compression_formats=dict(type="list", elements="str", default=["bz2"], choices=list(COMPRESSION_CHOICES)),
         only_store_compressed=dict(type="bool", default=True),
         enable_rootfs_verification=dict(type="bool", default=True),
         extract_update=dict(type="bool", default=True),
@@ -226,17 +241,14 @@ def main():
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", p["group"]):
         module.fail_json(msg="group %r is not a valid update group name: use letters, digits, '.', '_' and '-'" % p["group"])
     stage = SdkStage(module, "image")
+    # build_image runs in the container: the cloud-config must be a path it can see there
+    developer_data = stage.host_to_container(p["developer_data"], "developer_data") if p["developer_data"] else None
+    flags = build_image_flags(p, stage.board, developer_data)
+    output_root = stage.host_to_container(os.path.join(stage.build_root, "images"))
+    stage.preflight([set_official_argv(stage.board, stage.version.official),
+                     build_image_argv(p, stage.board, 1, output_root, developer_data)])
     record = stage.open_record()
     packages = record.stage("packages")
-    flags = ["--board=" + stage.board, "--group=" + p["group"],
-             "--image_compression_formats=" + ",".join(p["compression_formats"])]
-    for name in ("only_store_compressed", "enable_rootfs_verification", "extract_update", "generate_update", "getbinpkg"):
-        flags.append("--%s%s" % ("" if p[name] else "no", name))
-    for name in ("base_pkg", "base_dev_pkg", "base_sysexts", "oem_sysexts", "disk_layout", "getbinpkgver", "devcontainer_binhost"):
-        if p[name]:
-            flags.append("--%s=%s" % (name, p[name]))
-    if p["developer_data"]:
-        flags.append("--developer_data=" + p["developer_data"])
     inputs = stage.base_inputs(previous="packages")
     inputs["flags"] = list(flags)
     inputs["image_types"] = list(p["image_types"])
@@ -249,25 +261,18 @@ def main():
                               % (stage.board, stage.version.version))
         if p["min_free_gb"]:
             stage.check_disk(stage.scripts_dir, p["min_free_gb"] * 1024 ** 3)
-        existing = image_dirs(board_dir, p["group"], stage.version.version)
-        if p["replace"] or not existing:
-            attempt = max(existing) if existing else 1
-        else:
-            attempt = max(existing) + 1
-        run_flags = list(flags) + ["--build_attempt=%d" % attempt,
-                                   "--output_root=" + stage.host_to_container(os.path.join(stage.build_root, "images"))]
-        if p["replace"]:
-            run_flags.append("--replace")
-        official = "--official" if stage.version.official else "--noofficial"
-        stage.runner.run(stage.sdk_command(["./set_official", "--board=" + stage.board, official]),
+        # a new attempt only when build_image would refuse the existing one (prod/prodtar): other
+        # types join the newest attempt and its flatcar_production_image_sysext.squashfs
+        attempt = build_image_attempt(image_dirs(board_dir, p["group"], stage.version.version), p["image_types"], p["replace"])
+        stage.runner.run(stage.sdk_command(set_official_argv(stage.board, stage.version.official)),
                          msg="set_official failed for %s: see the log" % stage.board)
-        stage.runner.run(stage.sdk_command(["./build_image"] + run_flags + list(p["image_types"])),
+        stage.runner.run(stage.sdk_command(build_image_argv(p, stage.board, attempt, output_root, developer_data)),
                          msg="build_image failed for %s: see the log" % stage.board)
         build_dir = os.path.join(board_dir, "%s-%s-a%d" % (p["group"], stage.version.version, attempt))
         if not os.path.isdir(build_dir):
             stage.runner.fail("build_image finished but %s does not exist: the SDK wrote its images elsewhere" % build_dir)
         outputs = [stage.describe(f, role_of(f)) for f in list_files(build_dir)]
-        wants_prod = set(p["image_types"]) & set(["prod", "prodtar"])
+        wants_prod = set(p["image_types"]) & set(PROD_TYPES)
         if wants_prod and not any(o["role"] == "generic_image" for o in outputs):
             stage.runner.fail("build_image finished but %s holds no flatcar_production_image.bin" % build_dir)
         rel = os.path.relpath(build_dir, stage.build_root)

@@ -50,7 +50,15 @@ options:
     description: Binary package version to fetch (C(--getbinpkgver)).
     type: str
   binhost:
-    description: Extra binary package hosts passed to C(setup_board --binhost) (prepended to the generated list).
+    description:
+      - Binary package hosts of the layout C(<root>/boards/<board>/<version>/pkgs/) (what
+        M(kiln.flatcar.binpkg_cache) returns), where C(<root>) is the cache root given to
+        M(kiln.flatcar.sdk_checkout) as its O(kiln.flatcar.sdk_checkout#module:binhost) (C(FLATCAR_DEV_BUILDS)).
+      - C(build_packages) always regenerates the board's C(make.conf) with C(setup_board --regen_configs) and no
+        C(--binhost), so C(PORTAGE_BINHOST) is always C($FLATCAR_DEV_BUILDS/boards/<board>/<version>/pkgs/). kiln
+        therefore passes the C(<version>) parts as C(--getbinpkgver); a host under another root cannot reach portage
+        and fails the task.
+      - Cannot be combined with a different O(getbinpkgver).
     type: list
     elements: str
     default: []
@@ -85,6 +93,7 @@ EXAMPLES = r"""
   kiln.flatcar.packages:
     scripts_dir: /var/lib/kiln/scripts
     board: amd64-usr
+    # sdk_checkout ran with binhost: http://cache.example.internal
     binhost:
       - http://cache.example.internal/boards/amd64-usr/4593.2.5/pkgs/
   async: 21600
@@ -136,9 +145,52 @@ version:
   type: dict
 """
 
+import re
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import COMMON_ARGS, SdkStage, container_id
+from ansible_collections.kiln.flatcar.plugins.module_utils._sdkargv import build_packages_argv, build_packages_flags
+
+
+_BINHOST_RE = re.compile(r"^(?P<root>[^\s]+?)/boards/(?P<board>[^/\s]+)/(?P<version>[^/\s]+)/pkgs/?$")
+_BINPKGVER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+def binhost_getbinpkgver(stage, binhosts, getbinpkgver):
+    """(value for --getbinpkgver, error) that makes ``binhosts`` the board's PORTAGE_BINHOST.
+
+    build_packages reruns ``setup_board --regen_configs`` without --binhost before emerging (flatcar/scripts
+    build_packages, "Before we can run any tools"), and setup_board writes PORTAGE_BINHOST from
+    ``get_board_binhost <board> ${FLAGS_getbinpkgver}`` = ``$FLATCAR_DEV_BUILDS/boards/<board>/<version>/pkgs/``
+    per (space separated) version (setup_board generate_binhost_list, build_library/toolchain_util.sh). A
+    ``setup_board --binhost`` run beforehand is overwritten; only versions under FLATCAR_DEV_BUILDS reach portage.
+    """
+    if not binhosts:
+        return getbinpkgver, None
+    root = (stage.dev_builds or "").rstrip("/")
+    versions = []
+    for host in binhosts:
+        match = _BINHOST_RE.match(host or "")
+        if not match or match.group("board") != stage.board:
+            return None, ("binhost %r is not a binary package cache URL for %s: give <cache root>/boards/%s/<version>/pkgs/ "
+                          "(kiln.flatcar.binpkg_cache mode=pull returns it)" % (host, stage.board, stage.board))
+        if not root or match.group("root").rstrip("/") != root:
+            return None, ("binhost %r cannot reach portage: build_packages regenerates make.conf (setup_board --regen_configs, "
+                          "no --binhost) with PORTAGE_BINHOST=$FLATCAR_DEV_BUILDS/boards/<board>/<version>/pkgs/, and "
+                          "FLATCAR_DEV_BUILDS is %s; check out with kiln.flatcar.sdk_checkout binhost=%s"
+                          % (host, root or "not set in version.txt (the SDK default server)", match.group("root").rstrip("/")))
+        version = match.group("version")
+        # setup_board rewrites the first 'current', 'latest' or 'sdk' inside --getbinpkgver (generate_binhost_list)
+        if not _BINPKGVER_RE.match(version) or any(word in version for word in ("current", "latest", "sdk")):
+            return None, ("binhost %r: version directory %r cannot be passed as --getbinpkgver (letters, digits, '.', '_', '+', '-'; "
+                          "setup_board rewrites 'current', 'latest' and 'sdk' in it)" % (host, version))
+        if version not in versions:
+            versions.append(version)
+    wanted = " ".join(versions)
+    if getbinpkgver and getbinpkgver != wanted:
+        return None, "getbinpkgver %r and binhost (version %r) disagree: give one of them" % (getbinpkgver, wanted)
+    return wanted, None
 
 
 def pkgdir(board):
@@ -190,15 +242,18 @@ def main():
     if p["usepkgonly"] and (not p["usepkg"] or not p["getbinpkg"] or p["rebuild"]):
         module.fail_json(msg="usepkgonly cannot be combined with usepkg=false, getbinpkg=false or rebuild=true (build_packages refuses it)")
     stage = SdkStage(module, "packages")
-    flags = ["--board=" + stage.board]
-    for name in ("usepkg", "usepkgonly", "getbinpkg", "skip_toolchain_update", "skip_chroot_upgrade",
-                 "only_resolve_circular_deps", "fetchonly", "rebuild"):
-        flags.append("--%s%s" % ("" if p[name] else "no", name))
-    if p["getbinpkgver"]:
-        flags.append("--getbinpkgver=" + p["getbinpkgver"])
+    getbinpkgver, error = binhost_getbinpkgver(stage, p["binhost"], p["getbinpkgver"])
+    if error:
+        module.fail_json(msg=error)
+    q = dict(p, getbinpkgver=getbinpkgver)  # the binhost reaches portage as --getbinpkgver (see binhost_getbinpkgver)
+    flags = build_packages_flags(q, stage.board)
+    build_argv = build_packages_argv(q, stage.board)
+    stage.preflight([build_argv])
     stage.open_record()
     inputs = stage.base_inputs()
     inputs["flags"] = flags + ["binhost=" + h for h in p["binhost"]]
+    if stage.dev_builds:
+        inputs["FLATCAR_DEV_BUILDS"] = stage.dev_builds
     inputs["packages"] = list(p["packages"])
     inputs["container_name"] = stage.container_name
 
@@ -216,10 +271,7 @@ def main():
             stage.check_disk(stage.scripts_dir, p["min_free_gb"] * 1024 ** 3)
         if not inputs["sdk_image"]["id"]:
             stage.runner.fail("SDK image %s is not present on this host: run kiln.flatcar.sdk_image first" % inputs["sdk_image"]["ref"])
-        if p["binhost"]:
-            setup = ["./setup_board", "--board=" + stage.board, "--regen_configs"] + ["--binhost=" + h for h in p["binhost"]]
-            stage.runner.run(stage.sdk_command(setup), msg="setup_board failed for %s: see the log" % stage.board)
-        stage.runner.run(stage.sdk_command(["./build_packages"] + flags + list(p["packages"])),
+        stage.runner.run(stage.sdk_command(build_argv),
                          msg="build_packages failed for %s: see the log" % stage.board)
         cid, pkgs_sha, count = binpkg_state(stage)
         if not pkgs_sha:

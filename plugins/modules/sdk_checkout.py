@@ -70,7 +70,14 @@ options:
     type: bool
     default: false
   binhost:
-    description: Written as C(FLATCAR_DEV_BUILDS) into version.txt, so C(setup_board) fetches binary packages from your cache.
+    description:
+      - Root URL of your binary package cache, written (quoted) as C(FLATCAR_DEV_BUILDS) into version.txt.
+      - Every C(setup_board), including the C(setup_board --regen_configs) that C(build_packages) runs, then writes
+        C(PORTAGE_BINHOST=<binhost>/boards/<board>/<version>/pkgs/) into the board's C(make.conf)
+        (C(get_board_binhost) in C(build_library/toolchain_util.sh)); the version is C(FLATCAR_VERSION_ID) unless
+        M(kiln.flatcar.packages) passes another one.
+      - A URL without whitespace, quotes or shell metacharacters (the SDK sources version.txt as shell), and the cache
+        root, not a C(.../pkgs/) URL.
     type: str
   force:
     description: Reset the checkout to O(ref), reapply the patches and rewrite version.txt even when nothing changed.
@@ -162,6 +169,7 @@ from ansible_collections.kiln.flatcar.plugins.module_utils._version import (
     FlatcarVersion,
     VersionError,
     atomic_write,
+    check_binhost_root,
     read_versionfile,
     versionfile_content,
 )
@@ -377,6 +385,11 @@ def main():
                 FlatcarVersion.parse(module.params[key], what)
             except VersionError as exc:
                 module.fail_json(msg=str(exc))
+    if module.params["binhost"] is not None:
+        try:
+            check_binhost_root(module.params["binhost"])
+        except VersionError as exc:
+            module.fail_json(msg=str(exc))
     module.exit_json(**Checkout(module).run())
 
 

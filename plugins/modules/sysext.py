@@ -10,7 +10,7 @@ module: sysext
 short_description: Build a systemd-sysext image for a Flatcar build (build_sysext)
 version_added: 0.1.0
 description:
-  - Runs C(sudo ./build_sysext) in the warm SDK container against the C(flatcar_production_image_sysext.squashfs) of the
+  - Runs C(sudo -E ./build_sysext) in the warm SDK container against the C(flatcar_production_image_sysext.squashfs) of the
     image stage, and records the resulting C(<name>.raw) in the build record as stage C(sysext:<name>).
   - All sysexts of a release must be signed with the same C(SYSEXT_SIGNING_KEY_DIR) as the image; set it through
     O(environment) when you manage the key yourself.
@@ -132,6 +132,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import changed_files, role_of, snapshot
 from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import COMMON_ARGS, SdkStage
+from ansible_collections.kiln.flatcar.plugins.module_utils._sdkargv import SYSEXT_COMPRESSION, build_sysext_argv, build_sysext_flags
 
 
 def main():
@@ -142,7 +143,7 @@ def main():
         metapkgs=dict(type="str"),
         squashfs_base=dict(type="path"),
         output_dir=dict(type="path"),
-        compression=dict(type="str", default="lz4hc", choices=["lz4hc", "lz4", "zstd", "none"]),
+        compression=dict(type="str", default="lz4hc", choices=list(SYSEXT_COMPRESSION)),
         strip_binaries=dict(type="bool", default=False),
         generate_pkginfo=dict(type="bool", default=False),
         manglefs_script=dict(type="str"),
@@ -155,6 +156,8 @@ def main():
     if not p["packages"] and not p["metapkgs"]:
         module.fail_json(msg="a sysext needs packages or metapkgs: name what goes into %s.raw" % p["name"])
     stage = SdkStage(module, "sysext:" + p["name"])
+    # every SDK command is checked against the checkout before anything else (paths do not matter to it)
+    stage.preflight([build_sysext_argv(p, stage.board, "/base.squashfs", "/out")])
     record = stage.open_record()
     rel = record.data.get("build_dir")
     image = record.stage("image")
@@ -165,15 +168,10 @@ def main():
     build_dir = os.path.join(stage.build_root, rel)
     out_dir = os.path.abspath(p["output_dir"] or build_dir)
     base = p["squashfs_base"] or os.path.join(build_dir, "flatcar_production_image_sysext.squashfs")
-    flags = ["--board=" + stage.board, "--squashfs_base=" + stage.host_to_container(base),
-             "--image_builddir=" + stage.host_to_container(out_dir), "--compression=" + p["compression"],
-             "--%sstrip_binaries" % ("" if p["strip_binaries"] else "no"),
-             "--%sgenerate_pkginfo" % ("" if p["generate_pkginfo"] else "no"),
-             "--%signore_version_mismatch" % ("" if p["ignore_version_mismatch"] else "no")]
-    if p["metapkgs"]:
-        flags.append("--metapkgs=" + p["metapkgs"])
-    if p["manglefs_script"]:
-        flags.append("--manglefs_script=" + p["manglefs_script"])
+    base_c = stage.host_to_container(base, "squashfs_base")
+    out_c = stage.host_to_container(out_dir, "output_dir")
+    flags = build_sysext_flags(p, stage.board, base_c, out_c)
+    argv = build_sysext_argv(p, stage.board, base_c, out_c)
     inputs = stage.base_inputs(previous="image")
     inputs["flags"] = flags
     inputs["packages"] = list(p["packages"])
@@ -184,7 +182,9 @@ def main():
             stage.runner.fail("sysext base %s is missing: build the image with image type prod first" % base)
         os.makedirs(out_dir, exist_ok=True)
         before = snapshot(out_dir)
-        stage.runner.run(stage.sdk_command(["sudo", "./build_sysext"] + flags + [p["name"]] + list(p["packages"])),
+        # sudo -E like Flatcar's own callers (build_library/prod_image_util.sh): build_sysext reads
+        # SYSEXT_SIGNING_KEY_DIR under set -u, and sudoers (sdk_lib/90_env_keep) does not keep it.
+        stage.runner.run(stage.sdk_command(["sudo", "-E"] + argv),
                          msg="build_sysext %s failed: see the log" % p["name"])
         if not os.path.isfile(raw):
             stage.runner.fail("build_sysext finished but %s was not written" % raw)

@@ -104,38 +104,23 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import changed_files, list_files, role_of, snapshot
-from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import COMMON_ARGS, SdkStage
+from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import CONTAINER_ROOT, COMMON_ARGS, SdkStage
+from ansible_collections.kiln.flatcar.plugins.module_utils._sdkargv import (
+    COMPRESSION_CHOICES,
+    VM_FORMATS,
+    expand_vm_formats,
+    image_to_vm_argv,
+    image_to_vm_flags,
+    vm_compression,
+)
 
-VALID_FORMATS = (
-    "akamai ami ami_vmdk azure cloudsigma cloudstack cloudstack_vhd digitalocean exoscale gce hetzner hyperv "
-    "hyperv_vhdx iso kubevirt openstack openstack_mini oraclecloud parallels proxmoxve pxe qemu_uefi scaleway stackit "
-    "vagrant vagrant_parallels virtualbox vmware vmware_ova vmware_raw xen nutanix"
-).split()
-ALIASES = {"vmware": ["vmware", "vmware_ova", "vmware_raw"], "ami": ["ami", "ami_vmdk"], "aws": ["ami", "ami_vmdk"]}
-COMPRESSION = {
-    "openstack_mini": ["gz", "bz2"],
-    "digitalocean": ["gz", "bz2"],
-    "openstack": ["gz", "bz2", "none"],
-    "qemu_uefi": ["bz2", "none"],
-    "hyperv": ["zip"],
-    "hyperv_vhdx": ["zip"],
-    "akamai": ["gz"],
-}
-for _fmt in ("scaleway", "kubevirt", "proxmoxve", "stackit", "exoscale", "oraclecloud"):
-    COMPRESSION[_fmt] = ["none"]
-COMPRESSION_CHOICES = ("none", "bz2", "gz", "zip", "zst")
+VALID_FORMATS = VM_FORMATS
 
 
 def expand_formats(module, formats):
-    result = []
-    for fmt in formats:
-        if fmt == "qemu":
-            module.fail_json(msg="format qemu is not valid any more: use qemu_uefi (it also makes the BIOS qemu launcher on amd64)")
-        for item in ALIASES.get(fmt, [fmt]):
-            if item not in VALID_FORMATS:
-                module.fail_json(msg="unknown VM image format %r: use one of %s" % (fmt, ", ".join(VALID_FORMATS)))
-            if item not in result:
-                result.append(item)
+    result, error = expand_vm_formats(formats)
+    if error:
+        module.fail_json(msg=error)
     return result
 
 
@@ -145,7 +130,7 @@ def make_executor(stage, flags, fmt, build_dir, comp):
 
     def execute():
         before = snapshot(build_dir)
-        stage.runner.run(stage.sdk_command(["./image_to_vm.sh"] + flags), msg="image_to_vm.sh --format=%s failed: see the log" % fmt)
+        stage.runner.run(stage.sdk_command(["./image_to_vm.sh"] + list(flags)), msg="image_to_vm.sh --format=%s failed: see the log" % fmt)
         files = set(changed_files(before, snapshot(build_dir)))
         files.update(f for f in list_files(build_dir) if os.path.basename(f).startswith(prefix))
         if not files:
@@ -180,8 +165,12 @@ def main():
     results = {}
     build_dir = None
     record_path = None
-    for fmt in formats:
+    for index, fmt in enumerate(formats):
         stage = SdkStage(module, "vm_image:" + fmt)
+        if index == 0:
+            # every format is checked before the first one runs (paths do not matter to the check)
+            placeholder = CONTAINER_ROOT + "/images/" + stage.board
+            stage.preflight([image_to_vm_argv(p, stage.board, f, placeholder, vm_compression(f, p["compression"])) for f in formats])
         record = stage.open_record()
         record_path = stage.record_path
         image = record.stage("image")
@@ -191,15 +180,10 @@ def main():
             module.fail_json(msg="stage image has not passed for %s %s: run kiln.flatcar.image first" % (stage.board, stage.version.version),
                              record_path=stage.record_path)
         build_dir = os.path.join(stage.build_root, rel)
-        comp = p["compression"].get(fmt) or COMPRESSION.get(fmt, ["bz2"])
+        comp = vm_compression(fmt, p["compression"])
         cdir = stage.host_to_container(build_dir)
-        flags = ["--board=" + stage.board, "--format=" + fmt, "--from=" + cdir, "--to=" + cdir,
-                 "--image_compression_formats=" + ",".join(comp),
-                 "--%sonly_store_compressed" % ("" if p["only_store_compressed"] else "no")]
-        if p["disk_layout"]:
-            flags.append("--disk_layout=" + p["disk_layout"])
-        if p["mem"]:
-            flags.append("--mem=" + p["mem"])
+        flags = image_to_vm_flags(p, stage.board, fmt, cdir, comp)
+        stage.preflight([["./image_to_vm.sh"] + flags])
         inputs = stage.base_inputs(previous="image")
         inputs["flags"] = flags
         res = stage.run(inputs, make_executor(stage, flags, fmt, build_dir, comp))

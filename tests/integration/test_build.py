@@ -72,7 +72,8 @@ def mtimes(checkout):
 
 
 def changed_tasks(run):
-    return sorted({e["task"] for e in run.events if e["event"] == "ok" and e["result"].get("changed")})
+    # task names without the "kiln.flatcar.build : " prefix of the role build.yml runs the sequence through
+    return sorted({e["task"].split(" : ")[-1] for e in run.events if e["event"] == "ok" and e["result"].get("changed")})
 
 
 def test_build_check_first_run_rerun_and_input_change(env):

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
@@ -23,6 +24,14 @@ SCRIPTS_SRC = STANDIN_DIR / "scripts"
 DISK_SRC = STANDIN_DIR / "disk"
 DOCKERD_SH = STANDIN_DIR / "dockerd.sh"
 BUILD_SDK_IMAGE = STANDIN_DIR / "image" / "build-sdk-image.sh"
+
+sys.path.insert(0, str(STANDIN_DIR.parent))
+from kiln_testlib import VENDOR_SKIP, flatcar_scripts_dir  # noqa: E402
+
+# Files of the real flatcar/scripts that the generated origin gets at run time (never committed to kiln):
+# the real flag parser (sourced by common.sh like the real one, vendor common.sh:398-405) and the sudoers
+# env_keep list the SDK installs (sdk_lib/90_env_keep, read by the host-mode sudo and baked into the image).
+VENDOR_FILES = ("lib/shflags", "sdk_lib/90_env_keep")
 
 _GIT_ENV = {
     "GIT_AUTHOR_NAME": "kiln test",
@@ -57,7 +66,56 @@ def versionfile_text(tag: str, sdk_version: Optional[str] = None) -> str:
             f'FLATCAR_BUILD_ID="{build_id}"\nFLATCAR_SDK_VERSION={sdk}\n')
 
 
+def vendor_scripts() -> Path:
+    """The real flatcar/scripts tree; skips the calling test (one line) when it is not there."""
+    found = flatcar_scripts_dir()
+    if not found:
+        import pytest  # only reached under pytest
+        pytest.skip(VENDOR_SKIP)
+    return Path(found)
+
+
+def _copy_vendor(dest: Path) -> None:
+    src = vendor_scripts()
+    for rel in VENDOR_FILES:
+        s, d = src / rel, dest / rel
+        d.parent.mkdir(parents=True, exist_ok=True)
+        if s.is_dir():
+            shutil.copytree(s, d, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(s, d)
+        for path in [d, *d.rglob("*")] if d.is_dir() else [d]:
+            path.chmod(0o755 if path.is_dir() else 0o644)  # the vendor copy is read-only
+
+
+# What build_image packs into flatcar_production_update.zip (build_library/generate_au_zip.py STATIC_FILES,
+# RECURSE_DIRS): the real common.sh and core_sign_update, and lib/shflags; plus the stand-in delta_generator
+# (the real SDK's /usr/bin/delta_generator, which the stand-in image does not carry). Kept apart from the
+# stand-in's own common.sh under build_library/standin_au_generator/ of the generated origin only.
+AU_GENERATOR_VENDOR_FILES = ("common.sh", "core_sign_update", "lib/shflags")
+AU_GENERATOR_DIR = "build_library/standin_au_generator"
+
+
+def _copy_au_generator(dest: Path) -> None:
+    src = vendor_scripts()
+    out = dest / AU_GENERATOR_DIR
+    for rel in AU_GENERATOR_VENDOR_FILES:
+        s, d = src / rel, out / rel
+        d.parent.mkdir(parents=True, exist_ok=True)
+        if s.is_dir():
+            shutil.copytree(s, d, dirs_exist_ok=True)
+            for path in [d, *d.rglob("*")]:
+                path.chmod(0o755 if path.is_dir() else 0o644)  # the vendor copy is read-only
+        else:
+            shutil.copyfile(s, d)
+            d.chmod(0o755 if rel == "core_sign_update" else 0o644)
+    shutil.copyfile(STANDIN_DIR / "au" / "delta_generator", out / "delta_generator")
+    (out / "delta_generator").chmod(0o755)
+
+
 def _copy_tree(dest: Path) -> None:
+    _copy_vendor(dest)
+    _copy_au_generator(dest)
     for item in SCRIPTS_SRC.iterdir():
         if item.name in ("__build__", ".standin"):
             continue
@@ -176,7 +234,8 @@ def ensure_sdk_image(flavour: str = "all", sdk_version: str = "4593.2.5",
     if save_dir is not None:
         cmd += ["--save", str(save_dir)]
     cmd += [flavour, sdk_version]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    env = dict(os.environ, KILN_VENDOR_DIR=str(vendor_scripts()))  # the image gets the real sdk_lib/90_env_keep
+    subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return sdk_image_name(flavour, sdk_version)
 
 

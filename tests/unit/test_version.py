@@ -48,7 +48,7 @@ def test_versionfile_roundtrip(tmp_path):
     ]
     values = v.read_versionfile(str(path))
     assert values["FLATCAR_BUILD_ID"] == "nightly-20260821-2100"
-    assert values["FLATCAR_DEV_BUILDS"] == "http://cache.example/"
+    assert values["FLATCAR_DEV_BUILDS"] == "http://cache.example"  # the cache root, without its trailing /
 
 
 def test_versionfile_garbage_is_refused(tmp_path):

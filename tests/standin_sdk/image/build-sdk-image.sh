@@ -14,6 +14,12 @@
 # ${KILN_TEST_CACHE:-/var/cache/kiln-test}; reruns only re-import it (or do
 # nothing when the tagged image already carries the same content hash).
 #
+# sudo in the image filters the environment like the real SDK's sudoers: the
+# real flatcar/scripts sdk_lib/90_env_keep is copied to /etc/sudoers.d/ at
+# image build time (the real SDK installs it there too).  It is read from
+# ${KILN_VENDOR_DIR:-<repo>/../shared/vendor}[/flatcar-scripts]; the build
+# fails without it.
+#
 # --save DIR writes, like ci-automation's docker_image_to_buildcache:
 #   DIR/containers/<docker_vernum>/flatcar-sdk-<flavour>-<docker_vernum>.tar.zst
 #   DIR/containers/<docker_vernum>/flatcar-sdk-<flavour>-<docker_vernum>.id
@@ -25,9 +31,11 @@ CACHE=${KILN_TEST_CACHE:-/var/cache/kiln-test}
 MIRROR=${KILN_TEST_DEBIAN_MIRROR:-}
 SUITE=bookworm
 # Bump when the rootfs customisation below changes.
-RECIPE_VERSION=3
+RECIPE_VERSION=4
+# Bump when the overlay added at import time changes.
+OVERLAY_VERSION=2
 INCLUDE=(
-    bash git ca-certificates
+    bash git ca-certificates sudo
     gdisk fdisk mtools dosfstools e2fsprogs util-linux
     squashfs-tools erofs-utils qemu-utils
     bzip2 lbzip2 pigz gzip zstd xz-utils cpio tar zip unzip
@@ -60,6 +68,16 @@ docker_vernum=${sdk_version//+/-}
 image="${REGISTRY}/flatcar-sdk-${flavour}:${docker_vernum}"
 
 log() { echo "build-sdk-image: $*" >&2; }
+
+vendor=${KILN_VENDOR_DIR:-$(dirname "$(readlink -f "$0")")/../../../../shared/vendor}
+env_keep=""
+for cand in "${vendor}/flatcar-scripts/sdk_lib/90_env_keep" "${vendor}/sdk_lib/90_env_keep"; do
+    if [[ -f ${cand} ]]; then env_keep=${cand}; break; fi
+done
+if [[ -z ${env_keep} ]]; then
+    echo "needs ../shared/vendor (flatcar/scripts); point KILN_VENDOR_DIR at a checkout: make test KILN_VENDOR_DIR=/path" >&2
+    exit 1
+fi
 
 recipe_hash=$(printf '%s\n' "${RECIPE_VERSION}" "${SUITE}" "${INCLUDE[@]}" | sha256sum | cut -c1-16)
 base_tar="${CACHE}/standin-sdk-rootfs-${SUITE}-${recipe_hash}.tar"
@@ -108,7 +126,8 @@ if [[ ! -s ${base_tar} || ${force} -eq 1 ]]; then
     flock -u 9
 fi
 
-content_hash=$(printf '%s\n' "${recipe_hash}" "${flavour}" "${sdk_version}" | sha256sum | cut -c1-16)
+env_keep_hash=$(sha256sum < "${env_keep}" | cut -c1-16)
+content_hash=$(printf '%s\n' "${recipe_hash}" "${flavour}" "${sdk_version}" "${env_keep_hash}" "${OVERLAY_VERSION}" | sha256sum | cut -c1-16)
 current=$(docker image inspect "${image}" --format '{{index .Config.Labels "org.kiln.standin-sdk.hash"}}' 2>/dev/null || true)
 if [[ ${current} == "${content_hash}" && ${force} -eq 0 ]]; then
     log "${image} is up to date"
@@ -123,8 +142,14 @@ DISTRIB_CODENAME="Oklo"
 DISTRIB_DESCRIPTION="Flatcar Container Linux by Kinvolk ${sdk_version} (stand-in SDK, flavour ${flavour})"
 LSB
     echo "${flavour}" > "${work}/overlay/etc/standin-sdk-flavour"
+    # The real SDK marks itself with /etc/debian_chroot (common.sh derives INSIDE_CHROOT from it, so
+    # it survives sudo's env_reset).
+    echo "flatcar-sdk" > "${work}/overlay/etc/debian_chroot"
+    mkdir -p "${work}/overlay/etc/sudoers.d"
+    install -m 0440 "${env_keep}" "${work}/overlay/etc/sudoers.d/90_env_keep"
     cp "${base_tar}" "${work}/rootfs.tar"
-    tar --numeric-owner --owner=0 --group=0 -C "${work}/overlay" -rf "${work}/rootfs.tar" ./etc/lsb-release ./etc/standin-sdk-flavour
+    tar --numeric-owner --owner=0 --group=0 -C "${work}/overlay" -rf "${work}/rootfs.tar" ./etc/lsb-release ./etc/standin-sdk-flavour \
+        ./etc/debian_chroot ./etc/sudoers.d/90_env_keep
     log "importing ${image}"
     docker import \
         --change "LABEL org.kiln.standin-sdk.hash=${content_hash}" \

@@ -1,13 +1,14 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034,SC2154
+# (SC2034: the globals are for the scripts that source this file; SC2154: FLAGS_* come from shflags' DEFINE_*)
 # common.sh of the kiln stand-in Flatcar SDK (test fixture, not the real SDK).
 # Provides the same globals/functions the real flatcar/scripts common.sh gives
 # the build steps (SCRIPTS_DIR, DEFAULT_BUILD_ROOT, FLATCAR_VERSION*, info/warn/
 # error/die, switch_to_strict_mode, ...), plus stand-in helpers (standin_*).
+# Flags are parsed by the REAL lib/shflags/shflags of flatcar/scripts (the
+# test fixture copies it into the checkout; see "Load shflags" below).
 
 SCRIPT_NAME=$(basename "$0")
 _STANDIN_ROOT=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
-
-. "${_STANDIN_ROOT}/lib/standin_flags.sh" || exit 1
 
 V_VIDOFF=""; V_BOLD_RED=""; V_BOLD_GREEN=""; V_BOLD_YELLOW=""
 if [[ -t 2 ]]; then
@@ -75,8 +76,15 @@ show_help_if_requested() {
         fi
     done
 }
+# Inside the SDK like the real common.sh (vendor common.sh:27-32): /etc/debian_chroot,
+# not an environment variable (sudo would drop it).  Host mode has no such file.
+if [[ -e /etc/debian_chroot || ${STANDIN_HOST_MODE:-0} == 1 ]]; then
+  INSIDE_CHROOT=1
+else
+  INSIDE_CHROOT=0
+fi
 assert_inside_chroot() {
-    if [[ ${INSIDE_CHROOT:-0} -ne 1 ]]; then
+    if [[ ${INSIDE_CHROOT} -ne 1 ]]; then
         echo "This script must be run inside the chroot.  Run this first:"
         echo "    cros_sdk"
         exit 1
@@ -152,35 +160,40 @@ DEFAULT_BOARD="${DEFAULT_BOARD:-amd64-usr}"
 FLATCAR_DEVELOPER_CONTAINER_NAME="flatcar_developer_container.bin"
 FLATCAR_PRODUCTION_IMAGE_NAME="flatcar_production_image.bin"
 FLATCAR_PRODUCTION_IMAGE_SYSEXT_BASE="flatcar_production_image_sysext.squashfs"
+
+# Binary package servers.  The real values come from the SDK's settings; they
+# are only defaults of FLATCAR_DEV_BUILDS here.
 SETTING_BINPKG_SERVER_PROD="https://mirror.release.flatcar-linux.net"
 SETTING_BINPKG_SERVER_DEV_CONTAINERISED="https://bincache.flatcar-linux.net"
 
 # ---------------------------------------------------------------------------
-# Versions: same rules as the real common.sh (including the date-based
-# FLATCAR_BUILD_ID default when it is empty everywhere).
-_standin_load_versionfile() {
-    local file=$1; shift
-    local v line
-    unset "$@"
-    for v in "$@"; do
-        line=$(grep -E "^${v}=" "${file}" | tail -n 1) || continue
-        eval "${line}"
-    done
-    export "$@"
+# Versions: same rules as the real common.sh (vendor common.sh:285-290
+# load_environment_var, :316-336 version.txt, :338-345 FLATCAR_VERSION,
+# :375-380 FLATCAR_DEV_BUILDS), including the two gotchas:
+#   * a FLATCAR_BUILD_ID in the environment makes version.txt's
+#     FLATCAR_BUILD_ID, FLATCAR_DEV_BUILDS and FLATCAR_DEV_BUILDS_SDK ignored;
+#   * an empty FLATCAR_BUILD_ID everywhere becomes the date.
+load_environment_var() {
+  local file="$1"; shift
+  unset "${@}"
+  # shellcheck disable=SC1090
+  . <(grep -f <(printf "^%s=\n" "${@}") "${file}")
+  # shellcheck disable=SC2163
+  export "${@}"
 }
-if [[ -f ${REPO_MANIFESTS_DIR}/version.txt ]]; then
-    if [[ -n ${FLATCAR_BUILD_ID:-} ]]; then
-        _standin_load_versionfile "${REPO_MANIFESTS_DIR}/version.txt" \
-            FLATCAR_VERSION_ID FLATCAR_SDK_VERSION
-    else
-        _standin_load_versionfile "${REPO_MANIFESTS_DIR}/version.txt" \
-            FLATCAR_VERSION_ID FLATCAR_BUILD_ID FLATCAR_SDK_VERSION \
-            FLATCAR_DEV_BUILDS FLATCAR_DEV_BUILDS_SDK
-        declare +x FLATCAR_BUILD_ID
-    fi
-    : "${FLATCAR_BUILD_ID:=$(date +%Y-%m-%d-%H%M)}"
+if [[ -f "${REPO_MANIFESTS_DIR}/version.txt" ]]; then
+  if [[ -n ${FLATCAR_BUILD_ID:-} ]]; then
+    load_environment_var "${REPO_MANIFESTS_DIR}/version.txt" \
+    FLATCAR_VERSION_ID FLATCAR_SDK_VERSION
+  else
+    load_environment_var "${REPO_MANIFESTS_DIR}/version.txt" \
+    FLATCAR_VERSION_ID FLATCAR_BUILD_ID FLATCAR_SDK_VERSION \
+    FLATCAR_DEV_BUILDS FLATCAR_DEV_BUILDS_SDK
+    declare +x FLATCAR_BUILD_ID
+  fi
+  : "${FLATCAR_BUILD_ID:=$(date +%Y-%m-%d-%H%M)}"
 else
-    die "Unable to locate version.txt"
+  die "Unable to locate version.txt"
 fi
 if [[ ${COREOS_OFFICIAL:-0} -ne 1 && -n "${FLATCAR_BUILD_ID}" ]]; then
     FLATCAR_VERSION="${FLATCAR_VERSION_ID}+${FLATCAR_BUILD_ID}"
@@ -188,10 +201,17 @@ else
     FLATCAR_VERSION="${FLATCAR_VERSION_ID}"
 fi
 FLATCAR_VERSION_STRING="${FLATCAR_VERSION}"
-if [[ ${FLATCAR_BUILD_ID} =~ ^nightly-.*$ ]]; then
+if [[ "${FLATCAR_BUILD_ID}" =~ ^nightly-.*$ ]] ; then
     : "${FLATCAR_DEV_BUILDS:=${SETTING_BINPKG_SERVER_DEV_CONTAINERISED}}"
 else
     : "${FLATCAR_DEV_BUILDS:=${SETTING_BINPKG_SERVER_PROD}}"
+fi
+
+# Load shflags: the real one, exactly like vendor common.sh:398-405.
+if [[ -f ${SCRIPTS_DIR}/lib/shflags/shflags ]]; then
+  . "${SCRIPTS_DIR}/lib/shflags/shflags" || die "Couldn't find shflags"
+else
+  . ./lib/shflags/shflags || die "Couldn't find shflags"
 fi
 
 NUM_JOBS=${NUM_JOBS:-$(grep -c ^processor /proc/cpuinfo)}

@@ -18,7 +18,9 @@ DEFINE_string from "" \
   "Directory containing flatcar_production_image.bin."
 DEFINE_string disk_layout "" \
   "The disk layout type to use for this image."
-DEFINE_integer mem "2048" \
+# vendor image_to_vm.sh:37 - DEFAULT_MEM is set nowhere, so the real default is empty
+# and the format's memory (IMG_DEFAULT_MEM=2048, vm_image_util.sh:87) applies.
+DEFINE_integer mem "${DEFAULT_MEM:-}" \
   "Memory size for the vm config in MBs."
 DEFINE_string to "" \
   "Destination folder for VM output file(s)"
@@ -187,7 +189,7 @@ write_launcher() {
   local script="${FLAGS_to}/$(dst_name "${type}" ".sh")"
   local name="${VM_NAME/qemu_uefi/${type}}"
   sed -e "s%^VM_NAME=.*%VM_NAME='${name}'%" \
-      -e "s%^VM_MEMORY=.*%VM_MEMORY='${FLAGS_mem}'%" \
+      -e "s%^VM_MEMORY=.*%VM_MEMORY='${FLAGS_mem:-2048}'%" \
       -e "s%^VM_BOARD=.*%VM_BOARD='${BOARD}'%" \
       -e "s%^VM_IMAGE=.*%VM_IMAGE=\"\${SCRIPT_DIR}/${image}\"%" \
       -e "s%^SECURE_BOOT=.*%SECURE_BOOT=${secure}%" \
