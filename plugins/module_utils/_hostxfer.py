@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import re
 import shlex
+import signal
 
 
 def ssh_argv(ssh_config=None, ssh_key=None, port=None, options=None):
@@ -33,18 +36,81 @@ def ssh_e(argv):
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def remote_python(runner, ssh, target, program, payload, python="python3", msg=None):
-    """Run ``program`` (Python source defining main(payload) -> dict) on ``target`` and return its dict."""
+def remote_python_call(runner, ssh, target, program, payload, python="python3"):
+    """Run ``program`` (Python source defining main(payload) -> dict) on ``target``; never fails the module.
+
+    Returns ``(rc, answer, stderr_lines)``; ``answer`` is the dict ``main`` returned, or None. The
+    remote command is one quoted word list after ``--`` (no shell string is built from the values),
+    and the program with its base64 JSON payload travels on stdin, never in argv.
+    """
     blob = base64.b64encode(json.dumps(payload).encode("utf-8")).decode("ascii")
     source = program + "\nimport base64 as _b, json as _j, sys as _s\n" \
         "_s.stdout.write(_j.dumps(main(_j.loads(_b.b64decode('%s')))))\n" % blob
-    rc, out, err = runner.capture(ssh + [target, python, "-"], data=source)
+    rc, out, err = runner.capture(list(ssh) + ["--", target, shlex.join([python, "-"])], data=source)
+    lines = (err or "").strip().splitlines()
+    answer = None
+    if rc == 0:
+        try:
+            answer = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            lines.append("no JSON answer: %s" % (out or "")[-200:])
+    return rc, answer, lines
+
+
+def remote_python(runner, ssh, target, program, payload, python="python3", msg=None):
+    """Run ``program`` (Python source defining main(payload) -> dict) on ``target`` and return its dict."""
+    rc, answer, lines = remote_python_call(runner, ssh, target, program, payload, python)
     if rc != 0:
-        lines = (err or "").strip().splitlines()
         runner.fail((msg or "remote step on %s failed" % target) + " (rc=%d): %s" % (rc, lines[-1] if lines else "no output"),
                     stderr_tail=lines[-20:])
-    try:
-        return json.loads(out.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        runner.fail("remote step on %s returned no JSON: %s" % (target, (out or "")[-200:]))
-    return None
+    if answer is None:
+        runner.fail("remote step on %s returned no JSON: %s" % (target, lines[-1] if lines else ""))
+    return answer
+
+
+class SshAgent:
+    """A private ssh-agent for one run, so a private key given as text never touches the disk.
+
+    The agent listens on a socket in ``directory`` (a private 0700 directory of the caller); the key
+    reaches it on ssh-add's stdin. ``close`` kills the agent (by its pid) and removes the socket: call
+    it on every exit path (see _safety.ExitCleanup). ``lifetime`` bounds how long the agent keeps the
+    key should this process be killed without a chance to clean up.
+    """
+
+    def __init__(self, runner, directory, agent="ssh-agent", add="ssh-add", lifetime=43200):
+        self.runner = runner
+        self.sock = os.path.join(directory, "agent.sock")
+        self.agent = agent
+        self.add = add
+        self.lifetime = lifetime
+        self.pid = None
+
+    def start(self, key_text):
+        """Start the agent and load ``key_text``; returns None, or a one-line problem."""
+        rc, out, err = self.runner.capture([self.agent, "-s", "-a", self.sock, "-t", str(int(self.lifetime))])
+        match = re.search(r"SSH_AGENT_PID=(\d+)", out or "")
+        if rc != 0 or not match:
+            return "cannot start ssh-agent (rc=%d): %s" % (rc, ((err or out or "").strip().splitlines() or ["no output"])[-1])
+        self.pid = int(match.group(1))
+        rc, out, err = self.runner.capture([self.add, "-q", "-"], env={"SSH_AUTH_SOCK": self.sock},
+                                           data=key_text.rstrip("\n") + "\n")
+        if rc != 0:
+            self.close()
+            return "ssh-add refused the private key (rc=%d): %s" % (rc, ((err or "").strip().splitlines() or ["no output"])[-1])
+        return None
+
+    def ssh_options(self):
+        """ssh -o values that make ssh use this agent and nothing else."""
+        return ["IdentityAgent=%s" % self.sock, "IdentityFile=none"]
+
+    def close(self):
+        pid, self.pid = self.pid, None
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+        try:
+            os.unlink(self.sock)
+        except OSError:
+            pass

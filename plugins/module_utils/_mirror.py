@@ -10,9 +10,9 @@ This file runs in two places and therefore imports the Python standard library o
 
 * inside ``kiln.flatcar.publish`` for a mirror on the same host (backend ``local``), through
   :func:`run_op`;
-* on a remote mirror host, where the publish module pipes **this file's source** into
-  ``ssh <mirror> python3 -`` followed by one ``_remote_main(<json>)`` line (backend ``dir``), so the
-  mirror host needs nothing but ``python3`` and ``rsync``.
+* on a remote mirror host, where the publish backend ``dir`` runs **this file's source** with
+  :func:`_hostxfer.remote_python_call` (``ssh -- <mirror> 'python3 -'``, program and JSON request on
+  stdin, :func:`main` answers), so the mirror host needs nothing but ``python3`` and ``rsync``.
 
 Layout (Flatcar's own, flatcar-sdk.md §7.1)::
 
@@ -21,6 +21,9 @@ Layout (Flatcar's own, flatcar-sdk.md §7.1)::
     <update_base>/<board>/<version>/flatcar_production_update.gz{,.sha256}
     <base>/<board>/.kiln-staging-<version>/       staging (hidden: the mirror role never serves dot paths)
 
+Empty ``.kiln-staging-*`` directories are leftovers of interrupted runs: ``inspect`` (when it
+prepares) and ``discard_empty`` remove them (other versions' only when older than STALE_SECONDS,
+so a concurrent publish of another version never loses the directory it just made).
 Every operation takes a JSON-able ``spec`` dict and returns a JSON-able dict, or raises MirrorError
 with a one-line message.
 """
@@ -29,10 +32,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import shutil
 import sys
+import time
 
 STAGING_PREFIX = ".kiln-staging-"
 PARTIAL_DIR = ".kiln-partial"
@@ -40,6 +43,8 @@ CURRENT = "current"
 CHUNK = 1024 * 1024
 # Written last into a version directory: a client that finds version.txt finds everything else.
 LAST_FILES = ("version.txt",)
+# An empty staging directory of another version this old is a leftover, not a publish in progress.
+STALE_SECONDS = 3600
 
 
 class MirrorError(Exception):
@@ -150,7 +155,12 @@ def op_inspect(spec):
                     os.makedirs(staging, exist_ok=True)
                 except OSError as exc:
                     raise MirrorError("cannot create staging directory %s: %s" % (staging, exc.strerror or exc))
+            elif os.path.isdir(staging) and not os.path.islink(staging):
+                shutil.rmtree(staging, ignore_errors=True)  # everything is published: what staging holds is garbage
+                state["staging"] = {}
         result["areas"][area] = state
+    if spec.get("prepare"):
+        result["discarded"] = _sweep(spec)
     if spec.get("board_dir"):
         result["current_kind"], result["current"] = read_current(spec["board_dir"])
     return result
@@ -284,6 +294,52 @@ def op_set_current(spec):
     return {"before": before, "after": target, "changed": True}
 
 
+def _rmdir_if_empty(path):
+    try:
+        os.rmdir(path)  # only succeeds on an empty directory: no race with a writer filling it
+        return True
+    except OSError:
+        return False
+
+
+def _sweep(spec):
+    """Remove empty .kiln-staging-* leftovers: this release's at once, other versions' once stale."""
+    removed = []
+    own = set(staging for _area, _final, staging, _files in _areas(spec))
+    now = time.time()
+    for parent in spec.get("sweep_dirs") or []:
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for name in sorted(names):
+            path = os.path.join(parent, name)
+            if not name.startswith(STAGING_PREFIX) or os.path.islink(path) or not os.path.isdir(path):
+                continue
+            if path in own:
+                continue  # inspect is about to use it, discard_empty handles it at the end
+            try:
+                if now - os.lstat(path).st_mtime < STALE_SECONDS:
+                    continue
+            except OSError:
+                continue
+            if _rmdir_if_empty(path):
+                removed.append(path)
+    return removed
+
+
+def op_discard_empty(spec):
+    """Remove this release's staging directories when they hold nothing (e.g. after a failed transfer)."""
+    removed = []
+    for _area, _final, staging, _files in _areas(spec):
+        partial = os.path.join(staging, PARTIAL_DIR)
+        if os.path.isdir(partial) and not os.path.islink(partial):
+            _rmdir_if_empty(partial)
+        if os.path.isdir(staging) and not os.path.islink(staging) and _rmdir_if_empty(staging):
+            removed.append(staging)
+    return {"removed": removed}
+
+
 def op_abort(spec):
     """Remove staging directories (used when a publish is refused after staging)."""
     removed = []
@@ -300,6 +356,7 @@ OPS = {
     "verify": op_verify,
     "set_current": op_set_current,
     "abort": op_abort,
+    "discard_empty": op_discard_empty,
 }
 
 
@@ -316,34 +373,12 @@ def run_op(op, spec):
         raise MirrorError("%s failed on the mirror: %s: %s" % (op, getattr(exc, "filename", "") or "", exc.strerror or exc))
 
 
-def _remote_main(request_json):
-    """Entry point on the mirror host: print one JSON line, rc 0 on success, 3 on a MirrorError."""
-    request = json.loads(request_json)
+def main(request):
+    """Entry point on the mirror host (through _hostxfer.remote_python_call): one op, answer as a dict."""
     try:
-        out = {"ok": True, "result": run_op(request["op"], request["spec"])}
-        rc = 0
+        return {"ok": True, "result": run_op(request["op"], request["spec"])}
     except MirrorError as exc:
-        out = {"ok": False, "error": str(exc)}
-        rc = 3
-    sys.stdout.write("KILN-MIRROR-RESULT " + json.dumps(out) + "\n")
-    sys.stdout.flush()
-    raise SystemExit(rc)
-
-
-RESULT_MARKER = "KILN-MIRROR-RESULT "
-
-
-def remote_script(op, spec, source):
-    """The text fed to ``python3 -`` on the mirror: this file's source plus one call."""
-    request = json.dumps({"op": op, "spec": spec})
-    return source + "\n\n_remote_main(%r)\n" % request
-
-
-def parse_remote_output(stdout):
-    for line in reversed((stdout or "").splitlines()):
-        if line.startswith(RESULT_MARKER):
-            return json.loads(line[len(RESULT_MARKER):])
-    return None
+        return {"ok": False, "error": str(exc)}
 
 
 def own_source():

@@ -24,6 +24,9 @@ description:
     Backend C(local) publishes to a directory on the same host. Backend C(s3) uploads with boto3 to any
     S3-compatible endpoint (O(endpoint_url)); there C(current) is a small object rewritten last, next to
     C(current/version.txt).
+  - Build-record values are untrusted. C(board) must be a known board, C(version.FLATCAR_VERSION) a canonical
+    Flatcar version, and every output path relative, without C(..), resolving inside the build root, with a
+    recorded size and sha256; anything else fails with one line before anything is sent.
   - A rerun skips every file already published with the recorded size and sha256. A file already published under the
     same version with other content is an error ("version uniqueness"), never an overwrite.
   - O(mode=verify) only checks a published version against the build record (tamper detection).
@@ -35,8 +38,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
+    details: Check mode writes nothing on the source host or the mirror (no log, no record lock, no staging).
   diff_mode:
-    support: none
+    support: full
+    details: The diff shows C(<base>/<board>/current) and this version's files on the mirror before and after.
   idempotent:
     support: full
 options:
@@ -145,7 +150,7 @@ options:
     description: HTTP(S) URL under which O(update_base) is served; the returned RV(update_url) is what Nebraska needs.
     type: str
   mirror_host:
-    description: Mirror host for V(dir) (name or address as seen from the source host).
+    description: Mirror host for V(dir) (name or address as seen from the source host; may not start with C(-)).
     type: str
   mirror_user:
     description: SSH user on the mirror host.
@@ -158,7 +163,10 @@ options:
     description: Private key file on the source host for SSH to the mirror.
     type: path
   ssh_private_key:
-    description: Private key text for SSH to the mirror; written to a 0600 file in a private temporary directory.
+    description:
+      - Private key text for SSH to the mirror. It never touches the disk - it goes on stdin into a private
+        C(ssh-agent) started for this run (socket in a 0700 temporary directory), which is killed on every exit path,
+        SIGTERM included. Needs C(ssh-agent) and C(ssh-add) on the source host.
     type: str
   ssh_known_hosts_file:
     description: Known-hosts file for the mirror host key.
@@ -182,7 +190,8 @@ options:
     elements: str
     default: []
   remote_rsync_path:
-    description: rsync on the mirror host (C(--rsync-path)).
+    description:
+      - rsync on the mirror host (C(--rsync-path)); plain words only (e.g. V(sudo rsync)), no shell syntax.
     type: str
     default: rsync
   remote_python:
@@ -233,6 +242,7 @@ notes:
     verified, C(version.txt) last, and C(current) moves only after the post-publish verify.
 requirements:
   - rsync and ssh on the source host, python3 and rsync on the mirror host (backend dir)
+  - ssh-agent and ssh-add on the source host (only with O(ssh_private_key))
   - boto3 (backend s3)
   - gpg (only with O(signing_key))
 """
@@ -276,6 +286,12 @@ changed:
   description: Whether any file was published or C(current) moved.
   returned: always
   type: bool
+diff:
+  description:
+    - In diff mode (O(mode=publish)), C(before) and C(after) each hold C(current) (the version it points at),
+      C(version) and C(files) (C(<area>/<name>) of this version's files on the mirror).
+  returned: diff mode
+  type: dict
 board:
   description: Board of the build.
   returned: success
@@ -395,7 +411,7 @@ record_path:
   returned: always
   type: str
 log_path:
-  description: Log of this publish on the source host.
+  description: Log of this publish on the source host (C(<record dir>/logs/publish_<target_name>.log)); null in check mode.
   returned: always
   type: str
 stage:
@@ -404,772 +420,243 @@ stage:
   type: str
 """
 
-import fnmatch
-import hashlib
+
 import os
 import re
 import shutil
 import tempfile
-import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import role_of
-from ansible_collections.kiln.flatcar.plugins.module_utils._mirror import (
-    PARTIAL_DIR, STAGING_PREFIX, MirrorError, own_source, parse_remote_output, remote_script, run_op,
+from ansible_collections.kiln.flatcar.plugins.module_utils._pub_backends import select
+from ansible_collections.kiln.flatcar.plugins.module_utils._pub_gate import apply_override, evaluate, gpg_problems
+from ansible_collections.kiln.flatcar.plugins.module_utils._pub_manifest import (
+    PublishError, build_manifest, check_sources, find_record, load_release,
 )
-from ansible_collections.kiln.flatcar.plugins.module_utils._record import (
-    BuildRecord, RecordError, digest, file_sha256, record_path as make_record_path,
-)
+from ansible_collections.kiln.flatcar.plugins.module_utils._record import BuildRecord, RecordError, digest
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner, which
-from ansible_collections.kiln.flatcar.plugins.module_utils._version import FlatcarVersion, VersionError, compare
-
-BOTO_IMPORT_ERROR = None
-try:
-    import boto3
-    import botocore.config
-    import botocore.exceptions
-except ImportError:  # pragma: no cover - depends on the target
-    boto3 = None
-    BOTO_IMPORT_ERROR = traceback.format_exc()
-
-SIDECAR_SUFFIXES = (".DIGESTS.asc", ".DIGESTS", ".sig", ".asc", ".sha256")
-PAYLOAD_ROLES = ("update_payload", "extension_payload")
-# Files flatcar-install, users and the update generator download and must be able to verify.
-SIGNED_ROLES = (
-    "generic_image", "vm_image", "update_image", "kernel", "bootloader", "sysext_base", "oem_sysext",
-    "extra_sysext", "sysext", "container_tarball", "developer_container", "update_generator",
-)
-CONTENT_TYPES = (
-    (r"\.(txt|DIGESTS|asc|sha256|README|sh)$", "text/plain"),
-    (r"\.json$", "application/json"),
-)
-
-
-def base_name(name):
-    """The file a sidecar (.sig, .DIGESTS, .DIGESTS.asc, .sha256) belongs to."""
-    changed = True
-    while changed:
-        changed = False
-        for suffix in SIDECAR_SUFFIXES:
-            if name.endswith(suffix) and len(name) > len(suffix):
-                name = name[: -len(suffix)]
-                changed = True
-    return name
-
-
-def content_type(name):
-    for rx, ctype in CONTENT_TYPES:
-        if re.search(rx, name):
-            return ctype
-    return "application/octet-stream"
-
-
-def join_key(*parts):
-    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+from ansible_collections.kiln.flatcar.plugins.module_utils._safety import ExitCleanup
+from ansible_collections.kiln.flatcar.plugins.module_utils._version import VersionError, compare
 
 
 class Publisher:
-    def __init__(self, module):
+    """One publish (or verify) run: record -> manifest -> gate -> backend, and the build-record stage."""
+
+    def __init__(self, module, cleanup):
         self.module = module
         self.p = module.params
-        self.tmp = None
-        self.record_path = None
-        self.record = None
-        self.runner = None
-        self.log_path = None
-        self.files = []
+        self.check = module.check_mode
+        self.stage_name = "publish:" + self.p["target_name"]
+        self.backend = None
+        self.prepared = False
+        self.transferring = False
+        self.begun = False
         self.gate = {}
-
-    # -- setup ---------------------------------------------------------------------------------
-    def locate_record(self):
-        p = self.p
-        if p["record_path"]:
-            path = os.path.abspath(p["record_path"])
-        else:
-            if not (p["build_root"] and p["board"] and p["version"]):
-                self.module.fail_json(msg="give record_path, or build_root with board and version, to find the build record")
-            try:
-                version = FlatcarVersion.parse(p["version"]).version
-            except VersionError as exc:
-                self.module.fail_json(msg=str(exc))
-            path = make_record_path(os.path.abspath(p["build_root"]), p["board"], version)
-        self.record_path = path
-        # <build_root>/kiln/<board>/<version>/build-record.json
-        self.build_root = os.path.abspath(p["build_root"]) if p["build_root"] else os.path.dirname(
-            os.path.dirname(os.path.dirname(os.path.dirname(path))))
-        state = os.path.dirname(path)
-        self.log_path = os.path.join(state, "logs", "publish_%s.log" % re.sub(r"[^A-Za-z0-9_.-]", "_", p["target_name"]))
-        self.stage_name = "publish:" + p["target_name"]
-        self.runner = Runner(self.module, log_path=self.log_path, fail_extra={"record_path": path},
-                             on_failure=self._on_failure)
-        try:
-            with BuildRecord.open(path, create=False, read_only=True) as record:
-                self.data = record.data
-        except RecordError as exc:
-            self.module.fail_json(msg=str(exc), record_path=path)
-        self.board = self.data.get("board")
-        self.version = (self.data.get("version") or {}).get("FLATCAR_VERSION")
-        if p["board"] and p["board"] != self.board:
-            self.module.fail_json(msg="build record %s is for board %s, not %s" % (path, self.board, p["board"]))
-        if not self.version:
-            self.module.fail_json(msg="build record %s has no version.FLATCAR_VERSION: it was not written by kiln's build stages" % path)
-        if p["version"]:
-            try:
-                wanted = FlatcarVersion.parse(p["version"]).version
-            except VersionError as exc:
-                self.module.fail_json(msg=str(exc))
-            if wanted != self.version:
-                self.module.fail_json(msg="build record %s is for version %s, not %s" % (path, self.version, wanted))
         self.tmp = tempfile.mkdtemp(prefix="kiln-publish-")
+        cleanup.add(lambda: shutil.rmtree(self.tmp, ignore_errors=True))
         os.chmod(self.tmp, 0o700)
-
-    def cleanup(self):
-        if self.tmp and os.path.isdir(self.tmp):
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        p = self.p
+        self.record_path = None
+        try:  # before the runner exists: a wrong record path must not create a log directory
+            self.record_path, self.build_root = find_record(p["record_path"], p["build_root"], p["board"], p["version"])
+            self.release = load_release(self.record_path, self.build_root, p["board"], p["version"])
+        except PublishError as exc:
+            module.fail_json(msg=str(exc), **dict({"record_path": self.record_path}, **exc.extra))
+        if self.check:
+            # Check mode writes nothing next to the record: the log lives in the private temp dir.
+            self.log_path, log = None, os.path.join(self.tmp, "publish.log")
+        else:
+            name = "publish_%s.log" % re.sub(r"[^A-Za-z0-9_.-]", "_", p["target_name"])
+            self.log_path = log = os.path.join(os.path.dirname(self.record_path), "logs", name)
+        self.runner = Runner(module, log_path=log, fail_extra={"record_path": self.record_path, "log_path": self.log_path},
+                             on_failure=self._on_failure)
 
     def _on_failure(self, msg, payload):
-        self.cleanup()
-        if self.p["mode"] != "publish" or self.module.check_mode or not self.p["record_publish"]:
+        if self.prepared and self.backend is not None and not (self.transferring and self.backend.transfer_is_remote):
+            # No empty staging left behind. Not while a remote receiver may still be saving partial files for the resume:
+            # those leftovers go with the sweep of a later publish (_mirror.STALE_SECONDS).
+            self.backend.discard_empty()
+        if self.p["mode"] != "publish" or self.check or not self.p["record_publish"] or not self.begun:
             return
         try:
             with BuildRecord.open(self.record_path, create=False) as record:
-                if record.stage(self.stage_name) and record.stage(self.stage_name).get("status") == "running":
+                if (record.stage(self.stage_name) or {}).get("status") == "running":
                     record.fail(self.stage_name, msg)
         except RecordError:
             pass
 
-    def fail(self, msg, **extra):
-        self.runner.fail(msg, **extra)
-
-    # -- the manifest --------------------------------------------------------------------------
-    def stage_names(self):
-        names = []
-        for name in self.data.get("stage_order", []):
-            if any(fnmatch.fnmatchcase(name, pat) for pat in self.p["stages"]):
-                names.append(name)
-        return names
-
-    def _selected(self, name):
-        base = base_name(name)
-        if not any(fnmatch.fnmatchcase(n, pat) for pat in self.p["include"] for n in (name, base)):
-            return False
-        if any(fnmatch.fnmatchcase(n, pat) for pat in self.p["exclude"] for n in (name, base)):
-            return False
-        return True
-
-    def build_manifest(self):
-        stages = self.data.get("stages", {})
-        by_key = {}
-        for sname in self.stage_names():
-            stage = stages.get(sname) or {}
-            if stage.get("status") != "passed":
-                continue
-            for out in stage.get("outputs", []):
-                name = os.path.basename(out["path"])
-                if not self._selected(name):
-                    continue
-                base_role = role_of(base_name(name))
-                area = "update" if base_role in PAYLOAD_ROLES else "release"
-                entry = {
-                    "name": name, "area": area, "size": int(out["size"]), "sha256": out["sha256"],
-                    "role": out.get("role") or role_of(name), "stage": sname,
-                    "source": os.path.join(self.build_root, out["path"]), "rel": out["path"],
-                }
-                key = (area, name)
-                if key in by_key:
-                    if by_key[key]["sha256"] != entry["sha256"]:
-                        self.fail("stages %s and %s both record %s with different content: publish one of them (option stages/exclude)"
-                                  % (by_key[key]["stage"], sname, name))
-                    continue
-                by_key[key] = entry
-        files = list(by_key.values())
-        if not any(f["area"] == "release" and f["role"] == "generic_image" for f in files) and not any(
-                f["area"] == "release" for f in files):
-            self.fail("build record %s has nothing to publish for stages %s: run the build stages first"
-                      % (self.record_path, ", ".join(self.p["stages"])))
-        if self.p["verify_source"] and self.p["mode"] == "publish":
-            problems = []
-            for f in files:
-                try:
-                    st = os.stat(f["source"])
-                except OSError:
-                    problems.append("%s is missing" % f["rel"])
-                    continue
-                if st.st_size != f["size"]:
-                    problems.append("%s changed size since stage %s" % (f["rel"], f["stage"]))
-                elif file_sha256(f["source"]) != f["sha256"]:
-                    problems.append("%s changed content since stage %s" % (f["rel"], f["stage"]))
-            if problems:
-                self.fail("source files differ from the build record: %s; rerun the stages that wrote them"
-                          % "; ".join(problems[:5]))
-        # The payload stage's own hashes (details.payloads[] from kiln.flatcar.update_payload, or a flat
-        # details.sha256_hex for the main payload) must agree with the files about to be published.
-        pdetails = (stages.get("payload") or {}).get("details") or {}
-        want = dict((pl.get("name"), pl.get("sha256_hex")) for pl in pdetails.get("payloads") or [] if isinstance(pl, dict))
-        if pdetails.get("sha256_hex"):
-            want.setdefault("flatcar_production_update.gz", pdetails["sha256_hex"])
-        for f in files:
-            if f["area"] == "update" and want.get(f["name"]) and want[f["name"]] != f["sha256"]:
-                self.fail("payload stage records sha256 %s for %s but the file has %s: rerun the payload stage"
-                          % (want[f["name"]], f["name"], f["sha256"]))
-        # Generated files: .sha256 for payloads (flatcar-update), version.txt when the record has none.
-        names = set((f["area"], f["name"]) for f in files)
-        for f in list(files):
-            if f["area"] == "update" and role_of(f["name"]) in PAYLOAD_ROLES and ("update", f["name"] + ".sha256") not in names:
-                self._generated(files, "update", f["name"] + ".sha256", "%s  %s\n" % (f["sha256"], f["name"]))
-        if ("release", "version.txt") not in names:
-            v = self.data.get("version") or {}
-            lines = ["FLATCAR_VERSION=%s" % v.get("FLATCAR_VERSION"), "FLATCAR_VERSION_ID=%s" % v.get("FLATCAR_VERSION_ID", ""),
-                     'FLATCAR_BUILD_ID="%s"' % v.get("FLATCAR_BUILD_ID", "")]
-            if v.get("FLATCAR_SDK_VERSION"):
-                lines.append("FLATCAR_SDK_VERSION=%s" % v["FLATCAR_SDK_VERSION"])
-            self._generated(files, "release", "version.txt", "\n".join(lines) + "\n")
-        files.sort(key=lambda f: (f["area"], f["name"]))
-        self.files = files
-
-    def _generated(self, files, area, name, text):
-        directory = os.path.join(self.tmp, "gen", area)
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, name)
-        data = text.encode("utf-8")
-        with open(path, "wb") as fh:
-            fh.write(data)
-        files.append({"name": name, "area": area, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                      "role": role_of(name), "stage": "generated", "source": path, "rel": None})
-
-    # -- the gate ------------------------------------------------------------------------------
-    def check_gate(self):
-        p = self.p
-        stages = self.data.get("stages", {})
-        problems = []
-        boot_ok = []
-        for name in self.data.get("stage_order", []):
-            st = stages.get(name) or {}
-            if name.startswith("boot_check:") and st.get("status") == "passed" and (st.get("details") or {}).get("verdict") == "passed":
-                boot_ok.append(name)
-        if p["require_boot_check"]:
-            if p["boot_check_stages"]:
-                for name in p["boot_check_stages"]:
-                    if name not in boot_ok:
-                        problems.append("%s has not passed (needs status passed and details.verdict == passed)" % name)
-            elif not boot_ok:
-                problems.append("no passed boot check (a stage boot_check:<firmware> with details.verdict == passed)")
-        sig_count = 0
-        if p["require_signatures"]:
-            sign = stages.get("sign") or {}
-            if sign.get("status") != "passed":
-                problems.append("stage sign has not passed")
-            sigs = dict((f["name"], f) for f in self.files if f["area"] == "release" and f["name"].endswith(".sig"))
-            needing = [f for f in self.files if f["area"] == "release" and f["role"] in SIGNED_ROLES
-                       and base_name(f["name"]) == f["name"]]
-            missing = []
-            wrong_stage = []
-            for f in needing:
-                sig = sigs.get(f["name"] + ".sig")
-                if not sig:
-                    missing.append(f["name"])
-                elif sig["stage"] != "sign":
-                    wrong_stage.append(sig["name"])
-            if missing:
-                problems.append("no signature (.sig from stage sign) for %s" % ", ".join(missing))
-            if wrong_stage:
-                problems.append("signatures not recorded by stage sign: %s" % ", ".join(wrong_stage))
-            if p["signing_key"] and not missing:
-                bad = self.gpg_verify([(sigs[f["name"] + ".sig"], f) for f in needing])
-                problems.extend(bad)
-            sig_count = len(needing) - len(missing)
-        self.gate = {"passed": not problems, "overridden": False, "reason": None, "problems": problems,
-                     "boot_checks": boot_ok, "signatures": sig_count}
-        if problems:
-            if not p["gate_override"]:
-                self.fail("publish gate refused %s %s: %s; fix the build or set gate_override with gate_override_reason"
-                          % (self.board, self.version, "; ".join(problems)), gate=self.gate)
-            if not (p["gate_override_reason"] or "").strip():
-                self.fail("gate_override needs gate_override_reason: say why this build may be published without %s"
-                          % "; ".join(problems), gate=self.gate)
-            self.gate["overridden"] = True
-            self.gate["reason"] = p["gate_override_reason"].strip()
-            self.runner.note("GATE OVERRIDDEN (%s): %s" % (self.gate["reason"], "; ".join(problems)))
-            self.module.warn("publish gate overridden for %s %s (%s): %s"
-                             % (self.board, self.version, self.gate["reason"], "; ".join(problems)))
-
-    def gpg_verify(self, pairs):
-        gpg = which(self.module, "gpg", required=True, msg="gpg not found on the source host: install gnupg or drop signing_key")
-        home = os.path.join(self.tmp, "gnupg")
-        os.makedirs(home, mode=0o700)
-        self.runner.run([gpg, "--batch", "--homedir", home, "--import", self.p["signing_key"]],
-                        msg="cannot import signing_key %s into a temporary keyring" % self.p["signing_key"])
-        problems = []
-        for sig, f in pairs:
-            res = self.runner.run([gpg, "--batch", "--homedir", home, "--verify", sig["source"], f["source"]], check=False)
-            if res.rc != 0:
-                problems.append("%s does not verify with signing_key (gpg rc=%d)" % (sig["name"], res.rc))
-        gpgconf = which(self.module, "gpgconf")
-        if gpgconf:
-            self.runner.run([gpgconf, "--homedir", home, "--kill", "all"], check=False)
-        return problems
-
-    # -- layout ---------------------------------------------------------------------------------
-    def layout(self, sep_join):
-        base = self.p["base"]
-        update_base = self.p["update_base"] or sep_join(base, "update")
-        self.board_dir = sep_join(base, self.board)
-        self.release_final = sep_join(base, self.board, self.version)
-        self.release_staging = sep_join(base, self.board, STAGING_PREFIX + self.version)
-        self.update_board_dir = sep_join(update_base, self.board)
-        self.update_final = sep_join(update_base, self.board, self.version)
-        self.update_staging = sep_join(update_base, self.board, STAGING_PREFIX + self.version)
-
-    def spec(self, **extra):
-        areas = {"release": {"final": self.release_final, "staging": self.release_staging}}
-        if any(f["area"] == "update" for f in self.files):
-            areas["update"] = {"final": self.update_final, "staging": self.update_staging}
-        spec = {"board_dir": self.board_dir, "areas": areas,
-                "files": [dict((k, f[k]) for k in ("name", "area", "size", "sha256")) for f in self.files]}
-        spec.update(extra)
-        return spec
-
     # -- the run ----------------------------------------------------------------------------------
-    def run(self, backend):
+    def run(self, cleanup):
         p = self.p
-        self.build_manifest()
-        result = {"board": self.board, "version": self.version, "backend": p["backend"], "record_path": self.record_path,
-                  "log_path": self.log_path, "stage": self.stage_name}
-        has_update = any(f["area"] == "update" for f in self.files)
-        result["release_path"] = self.release_final
-        result["update_path"] = self.update_final if has_update else None
-        if p["public_url"]:
-            result["release_url"] = p["public_url"].rstrip("/") + "/%s/%s/" % (self.board, self.version)
-        if p["update_public_url"] and has_update:
-            result["update_url"] = p["update_public_url"].rstrip("/") + "/%s/%s/" % (self.board, self.version)
-        elif p["public_url"] and has_update and not p["update_base"]:
-            result["update_url"] = p["public_url"].rstrip("/") + "/update/%s/%s/" % (self.board, self.version)
-
+        rel = self.release
+        files = build_manifest(rel, p["stages"], p["include"], p["exclude"], os.path.join(self.tmp, "gen"))
+        if p["verify_source"] and p["mode"] == "publish":
+            check_sources(files)
+        backend_cls = select(p["backend"])
+        self.layout = backend_cls.make_layout(p, rel.board, rel.version, files)
+        self.backend = backend_cls(self.layout, p, self.runner, self.tmp)
+        cleanup.add(self.backend.close)
+        self.backend.open()
+        result = {"board": rel.board, "version": rel.version, "backend": p["backend"], "record_path": self.record_path,
+                  "log_path": self.log_path, "stage": self.stage_name, "release_path": self.layout.release_final,
+                  "update_path": self.layout.update_final if self.layout.has_update else None}
+        result.update(self.urls())
         if p["mode"] == "verify":
-            self.runner.note("verify %s %s on %s" % (self.board, self.version, backend.describe()))
-            ver = backend.verify(self.spec())
-            current = {"before": ver.get("current"), "after": ver.get("current"), "changed": False, "reason": "verify only"}
-            result.update(changed=False, verify={"checked": ver["checked"], "problems": ver["problems"]},
-                          files=self.public_files("present"), current=current)
-            if ver["problems"]:
-                self.fail("post-publish verify of %s %s found %d problem(s): %s" % (
-                    self.board, self.version, len(ver["problems"]), "; ".join(ver["problems"][:5])), verify=result["verify"])
-            return result
+            return self.verify_only(result)
+        return self.publish(result)
 
-        self.check_gate()
-        result["gate"] = self.gate
-        self.runner.note("publish %s %s to %s (%d files)" % (self.board, self.version, backend.describe(), len(self.files)))
-        state = backend.inspect(self.spec(prepare=not self.module.check_mode))
-        conflicts = []
-        pending = []
-        for f in self.files:
-            area = state["areas"].get(f["area"], {})
-            final_state = area.get("final", {}).get(f["name"], "missing") if area.get("final_exists") else "missing"
-            if final_state == "ok":
-                f["status"] = "present"
-            elif final_state == "missing":
-                f["status"] = "pending"
-                pending.append(f)
-            else:
-                conflicts.append("%s/%s (%s)" % (f["area"], f["name"], final_state))
-        if conflicts:
-            self.fail("version uniqueness: %s %s is already published with different %s (changed on the mirror after publishing, "
-                      "or another build used the same version); kiln never overwrites a published version: build a new version, "
-                      "or remove this one from the mirror by hand if it was never released"
-                      % (self.board, self.version, ", ".join(conflicts)))
-        current_before = state.get("current")
-        move, reason = self.plan_current(current_before, state.get("current_kind"))
-        changed = bool(pending) or move
-        if self.module.check_mode:
-            result.update(changed=changed, files=self.public_files(), uploaded=[],
-                          current={"before": current_before, "after": self.version if move else current_before,
-                                   "changed": move, "reason": reason},
-                          verify={"checked": 0, "problems": []})
-            return result
-        if pending:
-            self.begin_record()
-            backend.transfer(pending, state)
-            backend.commit(self.spec())
-            for f in pending:
-                f["status"] = "uploaded"
-        ver = backend.verify(self.spec())
-        if ver["problems"]:
-            self.fail("post-publish verify of %s %s found %d problem(s): %s; current was not moved" % (
-                self.board, self.version, len(ver["problems"]), "; ".join(ver["problems"][:5])), verify=ver)
-        after = current_before
-        if move:
-            if not pending:
-                self.begin_record()
-            moved = backend.set_current(self.version, current_before, self.files)
-            after = moved["after"]
-            move = moved["changed"]
-        result.update(changed=bool(pending) or move, files=self.public_files(), uploaded=[f["name"] for f in pending],
-                      current={"before": current_before, "after": after, "changed": move, "reason": reason},
-                      verify={"checked": ver["checked"], "problems": []})
-        if result["changed"] or self.gate.get("overridden"):
-            self.finish_record(result)
-        self.runner.note("published %s %s: %d uploaded, current %s -> %s" % (
-            self.board, self.version, len(pending), current_before, after))
-        return result
-
-    def plan_current(self, before, kind):
-        if not self.p["update_current"]:
-            return False, "update_current is false"
-        if kind == "other":
-            self.fail("%s/current exists and is not a kiln-managed pointer: move it aside and rerun" % self.board_dir)
-        if not before:
-            return True, "no current yet"
-        if before == self.version:
-            return False, "already current"
-        try:
-            order = compare(self.version, before)
-        except VersionError:
-            if self.p["allow_downgrade"]:
-                return True, "current pointed at %r (not a Flatcar version); allow_downgrade" % before
-            self.fail("%s/current points at %r, which is not a Flatcar version: fix it by hand or set allow_downgrade"
-                      % (self.board_dir, before))
-        if order > 0:
-            return True, "forward from %s" % before
-        if self.p["allow_downgrade"]:
-            return True, "downgrade from %s (allow_downgrade)" % before
-        self.module.warn("%s %s is older than current %s: published, current not moved (set allow_downgrade to move it back)"
-                         % (self.board, self.version, before))
-        return False, "older than current %s" % before
-
-    def public_files(self, default=None):
-        out = []
-        for f in self.files:
-            out.append({"name": f["name"], "area": f["area"], "size": f["size"], "sha256": f["sha256"], "role": f["role"],
-                        "stage": f["stage"], "status": f.get("status") or default or "pending"})
+    def urls(self):
+        p, rel, out = self.p, self.release, {}
+        tail = "%s/%s/" % (rel.board, rel.version)
+        if p["public_url"]:
+            out["release_url"] = p["public_url"].rstrip("/") + "/" + tail
+        if p["update_public_url"] and self.layout.has_update:
+            out["update_url"] = p["update_public_url"].rstrip("/") + "/" + tail
+        elif p["public_url"] and self.layout.has_update and not p["update_base"]:
+            out["update_url"] = p["public_url"].rstrip("/") + "/update/" + tail
         return out
 
-    # -- build record -----------------------------------------------------------------------------
-    def record_inputs(self, backend):
-        return {"stage": self.stage_name, "backend": self.p["backend"], "target": backend.describe(),
-                "release_path": self.release_final, "update_path": self.update_final,
-                "files": sorted((f["area"], f["name"], f["sha256"]) for f in self.files)}
+    def verify_only(self, result):
+        self.runner.note("verify %s %s on %s" % (self.release.board, self.release.version, self.backend.describe()))
+        ver = self.backend.verify()
+        result.update(changed=False, verify={"checked": ver["checked"], "problems": ver["problems"]},
+                      files=[f.public("present") for f in self.layout.files],
+                      current={"before": ver.get("current"), "after": ver.get("current"), "changed": False, "reason": "verify only"})
+        if ver["problems"]:
+            raise PublishError("post-publish verify of %s %s found %d problem(s): %s" % (
+                self.release.board, self.release.version, len(ver["problems"]), "; ".join(ver["problems"][:5])), verify=result["verify"])
+        return result
 
+    def check_gate(self):
+        p, rel = self.p, self.release
+        verify = None
+        if p["signing_key"]:
+            gpg = which(self.module, "gpg", required=True, msg="gpg not found on the source host: install gnupg or drop signing_key")
+            gpgconf = which(self.module, "gpgconf") or "gpgconf"
+            verify = lambda pairs: gpg_problems(self.runner, p["signing_key"], self.tmp, pairs, gpg, gpgconf)  # noqa: E731
+        gate = evaluate(rel, self.layout.files, p["require_boot_check"], p["boot_check_stages"], p["require_signatures"], verify)
+        self.gate = apply_override(gate, rel, p["gate_override"], p["gate_override_reason"])
+        if self.gate["overridden"]:
+            problems = "; ".join(self.gate["problems"])
+            self.runner.note("GATE OVERRIDDEN (%s): %s" % (self.gate["reason"], problems))
+            self.module.warn("publish gate overridden for %s %s (%s): %s" % (rel.board, rel.version, self.gate["reason"], problems))
+
+    def classify(self, state):
+        """{(area, name): present|pending} from the mirror's state; version uniqueness is checked here."""
+        status, conflicts = {}, []
+        for f in self.layout.files:
+            area = state["areas"].get(f.area, {})
+            final = area.get("final", {}).get(f.name, "missing") if area.get("final_exists") else "missing"
+            if final in ("ok", "missing"):
+                status[(f.area, f.name)] = "present" if final == "ok" else "pending"
+            else:
+                conflicts.append("%s/%s (%s)" % (f.area, f.name, final))
+        if conflicts:
+            raise PublishError("version uniqueness: %s %s is already published with different %s (changed on the mirror after "
+                               "publishing, or another build used the same version); kiln never overwrites a published version: "
+                               "build a new version, or remove this one from the mirror by hand if it was never released"
+                               % (self.release.board, self.release.version, ", ".join(conflicts)))
+        return status
+
+    def publish(self, result):
+        rel, backend = self.release, self.backend
+        self.check_gate()
+        result["gate"] = self.gate
+        self.runner.note("publish %s %s to %s (%d files)" % (rel.board, rel.version, backend.describe(), len(self.layout.files)))
+        state = backend.inspect(prepare=not self.check)
+        self.prepared = not self.check
+        status = self.classify(state)
+        pending = [f for f in self.layout.files if status[(f.area, f.name)] == "pending"]
+        before = state.get("current")
+        move, reason = self.plan_current(before, state.get("current_kind"))
+        after = rel.version if move else before
+        checked = 0
+        if not self.check:
+            if pending:
+                self.begin_record()
+                self.transferring = True
+                backend.transfer(pending)
+                self.transferring = False
+                backend.commit(pending)
+                status.update(((f.area, f.name), "uploaded") for f in pending)
+            ver = backend.verify()
+            if ver["problems"]:
+                raise PublishError("post-publish verify of %s %s found %d problem(s): %s; current was not moved" % (
+                    rel.board, rel.version, len(ver["problems"]), "; ".join(ver["problems"][:5])), verify=ver)
+            checked = ver["checked"]
+            if move:
+                self.begin_record()
+                moved = backend.set_current(before)
+                after, move = moved["after"], moved["changed"]
+        result.update(changed=bool(pending) or move, files=[f.public(status[(f.area, f.name)]) for f in self.layout.files],
+                      uploaded=[] if self.check else [f.name for f in pending],
+                      current={"before": before, "after": after, "changed": move, "reason": reason},
+                      verify={"checked": checked, "problems": []})
+        if self.module._diff:
+            result["diff"] = self.diff(status, before, after)
+        if not self.check:
+            if result["changed"] or self.gate.get("overridden"):
+                self.finish_record(result)
+            self.runner.note("published %s %s: %d uploaded, current %s -> %s" % (rel.board, rel.version, len(pending), before, after))
+        return result
+
+    def diff(self, status, before, after):
+        present = ["%s/%s" % (f.area, f.name) for f in self.layout.files if status[(f.area, f.name)] == "present"]
+        return {"before_header": self.layout.current, "after_header": self.layout.current,
+                "before": {"current": before, "version": self.release.version, "files": present},
+                "after": {"current": after, "version": self.release.version, "files": ["%s/%s" % (f.area, f.name) for f in self.layout.files]}}
+
+    def plan_current(self, before, kind):
+        p, version = self.p, self.release.version
+        if not p["update_current"]:
+            return False, "update_current is false"
+        if kind == "other":
+            raise PublishError("%s exists and is not a kiln-managed pointer: move it aside and rerun" % self.layout.current)
+        if not before:
+            return True, "no current yet"
+        if before == version:
+            return False, "already current"
+        try:
+            order = compare(version, before)
+        except VersionError:
+            if p["allow_downgrade"]:
+                return True, "current pointed at %r (not a Flatcar version); allow_downgrade" % before
+            raise PublishError("%s points at %r, which is not a Flatcar version: fix it by hand or set allow_downgrade"
+                               % (self.layout.current, before))
+        if order > 0:
+            return True, "forward from %s" % before
+        if p["allow_downgrade"]:
+            return True, "downgrade from %s (allow_downgrade)" % before
+        self.module.warn("%s %s is older than current %s: published, current not moved (set allow_downgrade to move it back)"
+                         % (self.release.board, version, before))
+        return False, "older than current %s" % before
+
+    # -- build record -------------------------------------------------------------------------------
     def begin_record(self):
-        if not self.p["record_publish"] or getattr(self, "_begun", False):
+        if not self.p["record_publish"] or self.begun:
             return
-        self._begun = True
-        inputs = self.record_inputs(self.backend)
+        self.begun = True
+        inputs = {"stage": self.stage_name, "backend": self.p["backend"], "target": self.backend.describe(),
+                  "release_path": self.layout.release_final, "update_path": self.layout.update_final,
+                  "files": sorted((f.area, f.name, f.sha256) for f in self.layout.files)}
         try:
             with BuildRecord.open(self.record_path, create=False) as record:
                 record.begin(self.stage_name, inputs, digest(inputs), log_path=self.log_path)
         except RecordError as exc:
-            self.fail(str(exc))
+            raise PublishError(str(exc))
 
     def finish_record(self, result):
         if not self.p["record_publish"]:
             return
-        if not getattr(self, "_begun", False):
-            self.begin_record()
-        details = {"backend": self.p["backend"], "target": self.backend.describe(), "release_path": self.release_final,
-                   "update_path": result.get("update_path"), "release_url": result.get("release_url"),
-                   "update_url": result.get("update_url"), "uploaded": result.get("uploaded"), "current": result.get("current"),
-                   "gate": self.gate, "files": len(self.files)}
+        self.begin_record()
+        details = dict((k, result.get(k)) for k in ("backend", "release_path", "update_path", "release_url", "update_url",
+                                                    "uploaded", "current"))
+        details.update(target=self.backend.describe(), gate=self.gate, files=len(self.layout.files))
         try:
             with BuildRecord.open(self.record_path, create=False) as record:
                 record.finish(self.stage_name, [], details)
         except RecordError as exc:
             self.module.warn("published, but the build record could not be updated: %s" % exc)
-
-
-# -- backends -------------------------------------------------------------------------------------
-class LocalBackend:
-    """A mirror directory on this host."""
-
-    def __init__(self, pub):
-        self.pub = pub
-        self.module = pub.module
-        base = pub.p["base"]
-        if not os.path.isabs(base):
-            self.module.fail_json(msg="base must be an absolute directory for backend %s, not %r" % (pub.p["backend"], base))
-        pub.layout(os.path.join)
-
-    def describe(self):
-        return "local:%s" % self.pub.p["base"]
-
-    def op(self, name, spec):
-        self.pub.runner.note("mirror op %s" % name)
-        try:
-            return run_op(name, spec)
-        except MirrorError as exc:
-            self.pub.fail(str(exc))
-
-    def inspect(self, spec):
-        return self.op("inspect", spec)
-
-    def transfer(self, pending, state):
-        for f in pending:
-            staging = self.pub.release_staging if f["area"] == "release" else self.pub.update_staging
-            dst = os.path.join(staging, f["name"])
-            try:
-                if os.path.isfile(dst) and os.path.getsize(dst) == f["size"]:
-                    continue  # commit hashes it
-                tmp = os.path.join(staging, ".%s.kiln-tmp" % f["name"])
-                shutil.copyfile(f["source"], tmp)
-                os.chmod(tmp, 0o644)
-                os.rename(tmp, dst)
-            except OSError as exc:
-                self.pub.fail("cannot copy %s to %s: %s" % (f["source"], staging, exc.strerror or exc))
-
-    def commit(self, spec):
-        return self.op("commit", spec)
-
-    def verify(self, spec):
-        return self.op("verify", spec)
-
-    def set_current(self, version, expect, files):
-        return self.op("set_current", {"board_dir": self.pub.board_dir, "target": version, "expect": expect})
-
-
-class DirBackend(LocalBackend):
-    """A mirror directory on another host: rsync over SSH from this host, helper ops over SSH."""
-
-    def __init__(self, pub):
-        LocalBackend.__init__(self, pub)
-        p = pub.p
-        if not p["mirror_host"]:
-            self.module.fail_json(msg="backend dir needs mirror_host (use backend local when the mirror is this host)")
-        self.dest = ("%s@%s" % (p["mirror_user"], p["mirror_host"])) if p["mirror_user"] else p["mirror_host"]
-        self.ssh = which(self.module, "ssh", required=True, msg="ssh not found on the source host: install openssh-client")
-        self.rsync = p["rsync_executable"] or which(
-            self.module, "rsync", required=True, msg="rsync not found on the source host: install rsync")
-        key = p["ssh_private_key_file"]
-        if p["ssh_private_key"]:
-            key = os.path.join(pub.tmp, "ssh_key")
-            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(p["ssh_private_key"].rstrip("\n") + "\n")
-        opts = ["-p", str(p["mirror_port"]), "-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
-                "-o", "StrictHostKeyChecking=%s" % p["ssh_host_key_checking"]]
-        if p["ssh_known_hosts_file"]:
-            opts += ["-o", "UserKnownHostsFile=%s" % p["ssh_known_hosts_file"]]
-        if key:
-            opts += ["-i", key, "-o", "IdentitiesOnly=yes"]
-        opts += list(p["ssh_extra_args"])
-        self.ssh_opts = opts
-        self.source = own_source()
-
-    def describe(self):
-        return "%s:%s" % (self.dest, self.pub.p["base"])
-
-    def op(self, name, spec):
-        runner = self.pub.runner
-        runner.note("mirror op %s on %s" % (name, self.dest))
-        argv = [self.ssh] + self.ssh_opts + ["--", self.dest, self.pub.p["remote_python"], "-"]
-        rc, out, err = runner.capture(argv, data=remote_script(name, spec, self.source))
-        reply = parse_remote_output(out)
-        if reply is None:
-            detail = (err or out or "").strip().splitlines()
-            runner.note("ssh rc=%d: %s" % (rc, " | ".join(detail[-5:])))
-            self.pub.fail("cannot run the mirror helper on %s (ssh rc=%d): %s" % (
-                self.dest, rc, detail[-1] if detail else "no output; is python3 installed there?"), rc=rc, cmd=argv[:-2] + ["python3", "-"])
-        if not reply.get("ok"):
-            self.pub.fail(reply.get("error") or "mirror helper failed", rc=rc)
-        return reply["result"]
-
-    def transfer(self, pending, state):
-        xfer = os.path.join(self.pub.tmp, "xfer")
-        for area in ("update", "release"):
-            files = [f for f in pending if f["area"] == area]
-            if not files:
-                continue
-            src = os.path.join(xfer, area)
-            os.makedirs(src)
-            for f in files:
-                os.symlink(os.path.abspath(f["source"]), os.path.join(src, f["name"]))
-            staging = self.pub.release_staging if area == "release" else self.pub.update_staging
-            ssh_cmd = " ".join(_shell_quote(a) for a in [self.ssh] + self.ssh_opts)
-            argv = [self.rsync, "-rtpL", "--chmod=D0755,F0644", "--partial-dir=" + PARTIAL_DIR, "--protect-args",
-                    "-e", ssh_cmd, "--rsync-path=" + self.pub.p["remote_rsync_path"]]
-            argv += list(self.pub.p["rsync_extra_args"]) + ["--", src + "/", "%s:%s/" % (self.dest, staging)]
-            self.pub.runner.run(argv, msg="rsync of %d %s file(s) to %s failed; nothing was made visible, rerun to resume"
-                                % (len(files), area, self.dest))
-
-
-def _shell_quote(arg):
-    if re.match(r"^[A-Za-z0-9_./=:@%+,-]+$", arg):
-        return arg
-    return "'" + arg.replace("'", "'\"'\"'") + "'"
-
-
-class S3Backend:
-    """An S3-compatible bucket. Keys mirror the directory layout."""
-
-    def __init__(self, pub):
-        self.pub = pub
-        self.module = pub.module
-        p = pub.p
-        if boto3 is None:
-            self.module.fail_json(msg=missing_required_lib("boto3"), exception=BOTO_IMPORT_ERROR)
-        if not p["bucket"]:
-            self.module.fail_json(msg="backend s3 needs bucket")
-        self.bucket = p["bucket"]
-        style = p["s3_addressing_style"] or ("path" if p["endpoint_url"] else "auto")
-        cfg = botocore.config.Config(s3={"addressing_style": style}, retries={"max_attempts": 5, "mode": "standard"})
-        kwargs = {"region_name": p["region"], "config": cfg, "verify": p["validate_certs"]}
-        if p["endpoint_url"]:
-            kwargs["endpoint_url"] = p["endpoint_url"]
-        if p["access_key"]:
-            kwargs["aws_access_key_id"] = p["access_key"]
-            kwargs["aws_secret_access_key"] = p["secret_key"]
-        if p["session_token"]:
-            kwargs["aws_session_token"] = p["session_token"]
-        try:
-            self.s3 = boto3.client("s3", **kwargs)
-        except Exception as exc:  # pylint: disable=broad-except
-            self.module.fail_json(msg="cannot create the S3 client: %s" % " ".join(str(exc).split()))
-        pub.layout(join_key)
-        self.content = p["s3_verify"] == "content"
-
-    def describe(self):
-        return "s3://%s/%s" % (self.bucket, self.pub.p["base"].strip("/"))
-
-    def _err(self, what, exc):
-        self.pub.fail("%s failed on s3://%s: %s" % (what, self.bucket, " ".join(str(exc).split())))
-
-    def key(self, kind, f):
-        area_final = self.pub.release_final if f["area"] == "release" else self.pub.update_final
-        area_staging = self.pub.release_staging if f["area"] == "release" else self.pub.update_staging
-        return join_key(area_final if kind == "final" else area_staging, f["name"])
-
-    def head(self, key):
-        try:
-            return self.s3.head_object(Bucket=self.bucket, Key=key)
-        except botocore.exceptions.ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code"))
-            if code in ("404", "NoSuchKey", "NotFound"):
-                return None
-            self._err("HEAD %s" % key, exc)
-        except botocore.exceptions.BotoCoreError as exc:
-            self._err("HEAD %s" % key, exc)
-
-    def object_sha256(self, key):
-        h = hashlib.sha256()
-        try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
-            for chunk in iter(lambda: body.read(1024 * 1024), b""):
-                h.update(chunk)
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            self._err("GET %s" % key, exc)
-        return h.hexdigest()
-
-    def check(self, key, f, content=None):
-        head = self.head(key)
-        if head is None:
-            return "missing"
-        if int(head.get("ContentLength", -1)) != f["size"]:
-            return "size"
-        meta = (head.get("Metadata") or {}).get("sha256")
-        if meta and meta != f["sha256"]:
-            return "sha256"
-        if (self.content if content is None else content) or not meta:
-            if self.object_sha256(key) != f["sha256"]:
-                return "sha256"
-        return "ok"
-
-    def read_current(self):
-        try:
-            obj = self.s3.get_object(Bucket=self.bucket, Key=join_key(self.pub.board_dir, "current"))
-            text = obj["Body"].read().decode("utf-8", "replace").strip()
-            return text or None
-        except botocore.exceptions.ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
-                return None
-            self._err("GET current", exc)
-        except botocore.exceptions.BotoCoreError as exc:
-            self._err("GET current", exc)
-
-    def inspect(self, spec):
-        areas = {}
-        for f in self.pub.files:
-            area = areas.setdefault(f["area"], {"final_exists": True, "final": {}, "staging": {}, "extra": []})
-            area["final"][f["name"]] = self.check(self.key("final", f), f)
-        current = self.read_current()
-        if current and not re.match(r"^[A-Za-z0-9._+-]+$", current):
-            return {"areas": areas, "current": current, "current_kind": "other"}
-        return {"areas": areas, "current": current, "current_kind": "symlink" if current else "missing"}
-
-    def transfer(self, pending, state):
-        for f in pending:
-            key = self.key("staging", f)
-            head = self.head(key)
-            if head is not None and int(head.get("ContentLength", -1)) == f["size"] and (
-                    head.get("Metadata") or {}).get("sha256") == f["sha256"]:
-                continue
-            self.pub.runner.note("upload %s -> s3://%s/%s" % (f["name"], self.bucket, key))
-            try:
-                self.s3.upload_file(f["source"], self.bucket, key,
-                                    ExtraArgs={"Metadata": {"sha256": f["sha256"]}, "ContentType": content_type(f["name"])})
-            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, boto3.exceptions.S3UploadFailedError,
-                    OSError) as exc:
-                self.pub.fail("upload of %s to s3://%s/%s failed: %s; nothing was made visible, rerun to resume"
-                              % (f["name"], self.bucket, key, " ".join(str(exc).split())))
-
-    def commit(self, spec):
-        pending = [f for f in self.pub.files if f.get("status") == "pending"]
-        bad = [f["name"] for f in pending if self.check(self.key("staging", f), f, content=True) != "ok"]
-        if bad:
-            for f in pending:
-                if f["name"] in bad:
-                    self._delete(self.key("staging", f))
-            self.pub.fail("staged objects do not match the build record: %s; nothing was made visible, rerun to send them again"
-                          % ", ".join(bad))
-        ordered = [f for f in pending if f["area"] == "update"] + [f for f in pending if f["area"] == "release" and f["name"] != "version.txt"] + [
-            f for f in pending if f["area"] == "release" and f["name"] == "version.txt"]
-        for f in ordered:
-            src = self.key("staging", f)
-            dst = self.key("final", f)
-            if self.head(dst) is not None:
-                self.pub.fail("version uniqueness: s3://%s/%s appeared while publishing: rerun" % (self.bucket, dst))
-            try:
-                self.s3.copy({"Bucket": self.bucket, "Key": src}, self.bucket, dst,
-                             ExtraArgs={"MetadataDirective": "COPY"})
-            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-                self._err("copy %s -> %s" % (src, dst), exc)
-            if self.check(dst, f, content=False) != "ok":
-                self.pub.fail("s3://%s/%s does not match the build record after the copy" % (self.bucket, dst))
-        for f in ordered:
-            self._delete(self.key("staging", f))
-        return {}
-
-    def _delete(self, key):
-        try:
-            self.s3.delete_object(Bucket=self.bucket, Key=key)
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            self._err("DELETE %s" % key, exc)
-
-    def verify(self, spec):
-        problems = []
-        for f in self.pub.files:
-            state = self.check(self.key("final", f), f)
-            if state != "ok":
-                problems.append("s3://%s/%s: %s" % (self.bucket, self.key("final", f), {
-                    "sha256": "content differs from the build record", "size": "size differs from the build record"}.get(state, state)))
-        return {"checked": len(self.pub.files), "problems": problems, "current": self.read_current()}
-
-    def set_current(self, version, expect, files):
-        now = self.read_current()
-        if now != expect:
-            self.pub.fail("s3://%s/%s/current changed while publishing (now %s, expected %s): rerun"
-                          % (self.bucket, self.pub.board_dir, now, expect))
-        vt = next((f for f in files if f["area"] == "release" and f["name"] == "version.txt"), None)
-        try:
-            if vt is not None:
-                with open(vt["source"], "rb") as fh:
-                    body = fh.read()
-                self.s3.put_object(Bucket=self.bucket, Key=join_key(self.pub.board_dir, "current", "version.txt"), Body=body,
-                                   ContentType="text/plain", CacheControl="no-cache",
-                                   Metadata={"sha256": hashlib.sha256(body).hexdigest()})
-            self.s3.put_object(Bucket=self.bucket, Key=join_key(self.pub.board_dir, "current"), Body=(version + "\n").encode(),
-                               ContentType="text/plain", CacheControl="no-cache")
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            self._err("writing current", exc)
-        return {"before": expect, "after": version, "changed": True}
 
 
 def main():
@@ -1228,14 +715,12 @@ def main():
     )
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", module.params["target_name"]):
         module.fail_json(msg="target_name %r: use letters, digits, '.', '_' and '-'" % module.params["target_name"])
-    pub = Publisher(module)
-    pub.locate_record()
-    try:
-        backend_cls = {"dir": DirBackend, "local": LocalBackend, "s3": S3Backend}[module.params["backend"]]
-        pub.backend = backend_cls(pub)
-        result = pub.run(pub.backend)
-    finally:
-        pub.cleanup()
+    with ExitCleanup() as cleanup:  # temp dir, ssh-agent: gone on every exit path, SIGTERM included
+        pub = Publisher(module, cleanup)
+        try:
+            result = pub.run(cleanup)
+        except PublishError as exc:
+            pub.runner.fail(str(exc), **exc.extra)
     module.exit_json(**result)
 
 

@@ -635,3 +635,277 @@ def test_s3_interrupted_upload_leaves_nothing_visible(tmp_path, gpg, s3):
     assert run.rc == 0 and res["current"]["after"] == "4640.0.0+s3-1", res
     listed = c.list_objects_v2(Bucket=bucket, Prefix="intr/").get("Contents", [])
     assert not any(".kiln-staging" in o["Key"] for o in listed)
+
+
+# -- check mode, diff mode ---------------------------------------------------------------------------
+def snapshot(*roots):
+    """Every path under ``roots`` with its type, size, mode, mtime and link target: any write shows up."""
+    out = {}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in [""] + dirnames + filenames:
+                path = os.path.join(dirpath, name) if name else dirpath
+                st = os.lstat(path)
+                out[path] = (st.st_mode, st.st_size, st.st_mtime_ns, os.readlink(path) if os.path.islink(path) else None)
+    return out
+
+
+@pytest.mark.parametrize("backend", ["local", "dir"])
+def test_check_mode_writes_nothing(tmp_path, gpg, sshd, backend):
+    base = str(tmp_path / "mirror")
+    os.makedirs(base)
+    b1 = make_build(str(tmp_path / "b1"), "4650.0.0+chk-1", gpg)
+    extra = ssh_args(sshd) if backend == "dir" else {}
+    res, run = publish(b1, base, backend=backend, signing_key=gpg.pubkey, **extra)
+    assert run.rc == 0, res
+    b2 = make_build(str(tmp_path / "b2"), "4650.1.0+chk-1", gpg)
+    # leftovers a real run would sweep or write next to: check mode must leave them alone
+    stale = os.path.join(base, "amd64-usr", ".kiln-staging-4649.0.0")
+    os.makedirs(stale)
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    roots = (base, os.path.dirname(b2["record"]))
+    before = snapshot(*roots)
+    res, run = publish(b2, base, backend=backend, check=True, signing_key=gpg.pubkey, **extra)
+    assert run.rc == 0 and res["changed"] is True, res
+    assert res["current"] == {"before": "4650.0.0+chk-1", "after": "4650.1.0+chk-1", "changed": True,
+                              "reason": "forward from 4650.0.0+chk-1"}
+    assert all(f["status"] == "pending" for f in res["files"]) and res["uploaded"] == []
+    after = snapshot(*roots)
+    assert after == before, sorted(set(after.items()) ^ set(before.items()))
+    assert not os.path.exists(os.path.join(roots[1], "logs"))
+    # and a check-mode run of an already published version reports nothing to do, also without writes
+    before = snapshot(base, os.path.dirname(b1["record"]))
+    res, run = publish(b1, base, backend=backend, check=True, **extra)
+    assert run.rc == 0 and res["changed"] is False, res
+    assert snapshot(base, os.path.dirname(b1["record"])) == before
+
+
+def run_with_diff(args, check=False):
+    with tempfile.TemporaryDirectory(prefix="kiln-pb-") as tmp:
+        pb = os.path.join(tmp, "pb.yml")
+        with open(pb, "w", encoding="utf-8") as fh:
+            json.dump([{"hosts": "localhost", "gather_facts": False,
+                        "tasks": [{"name": "kiln under test", "kiln.flatcar.publish": args, "diff": True}]}], fh)
+        run = run_playbook(pb, check=check)
+    return run.result("kiln under test"), run
+
+
+def test_diff_mode_shows_current(tmp_path, gpg):
+    base = str(tmp_path / "mirror")
+    b1 = make_build(str(tmp_path / "b1"), "4651.0.0+diff-1", gpg)
+    args = dict(backend="local", record_path=b1["record"], base=base)
+    res, run = run_with_diff(args, check=True)
+    assert run.rc == 0, res
+    assert res["diff"]["before"]["current"] is None and res["diff"]["after"]["current"] == "4651.0.0+diff-1", res["diff"]
+    assert res["diff"]["before"]["files"] == [] and "release/flatcar_production_image.bin.bz2" in res["diff"]["after"]["files"]
+    assert res["diff"]["before_header"] == os.path.join(base, "amd64-usr", "current")
+    res, run = run_with_diff(args)
+    assert run.rc == 0 and res["changed"] is True, res
+    assert res["diff"]["after"]["current"] == "4651.0.0+diff-1"
+    b2 = make_build(str(tmp_path / "b2"), "4651.1.0+diff-1", gpg)
+    res, run = run_with_diff(dict(args, record_path=b2["record"]))
+    assert run.rc == 0, res
+    assert (res["diff"]["before"]["current"], res["diff"]["after"]["current"]) == ("4651.0.0+diff-1", "4651.1.0+diff-1")
+    res, run = run_with_diff(dict(args, record_path=b2["record"]))
+    assert run.rc == 0 and res["changed"] is False and res["diff"]["before"] == res["diff"]["after"], res
+
+
+# -- untrusted build-record values ---------------------------------------------------------------------
+def _edit_record(build, edit):
+    with open(build["record"]) as fh:
+        data = json.load(fh)
+    edit(data, build)
+    with open(build["record"], "w") as fh:
+        json.dump(data, fh)
+
+
+def _add_output(data, path, content_file):
+    blob = open(content_file, "rb").read()
+    data["stages"]["image"]["outputs"].append({"path": path, "role": "readme", "size": len(blob), "sha256": sha256(blob)})
+
+
+def _outside(build):
+    path = os.path.join(os.path.dirname(build["build_root"]), "outside.txt")
+    with open(path, "w") as fh:
+        fh.write("not part of the build\n")
+    return path
+
+
+def _symlink_out(data, build):
+    link = os.path.join(build["dir"], "innocent.txt")
+    os.symlink(_outside(build), link)
+    _add_output(data, os.path.relpath(link, build["build_root"]), link)
+
+
+RECORD_CASES = {
+    "board": (lambda d, b: d.__setitem__("board", "../../escape"), "names board"),
+    "version": (lambda d, b: d["version"].__setitem__("FLATCAR_VERSION", "4652.0.0+x/../../../escape"), "FLATCAR_VERSION"),
+    "version_prefix": (lambda d, b: d["version"].__setitem__("FLATCAR_VERSION", "stable-4652.0.0"), "canonical"),
+    "dotdot": (lambda d, b: _add_output(d, "../outside.txt", _outside(b)), "contains '..'"),
+    "absolute": (lambda d, b: _add_output(d, "/etc/hostname", "/etc/hostname"), "is absolute"),
+    "symlink": (_symlink_out, "outside"),
+    "no_size": (lambda d, b: d["stages"]["image"]["outputs"][0].pop("size"), "has no size"),
+    "bad_sha": (lambda d, b: d["stages"]["image"]["outputs"][0].__setitem__("sha256", "../x"), "invalid sha256"),
+    "stages_null": (lambda d, b: d.__setitem__("stages", None), "has stages null instead of an object"),
+    "output_not_dict": (lambda d, b: d["stages"]["image"]["outputs"].append(None), "not an object"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RECORD_CASES))
+def test_untrusted_record_values_fail_in_one_line(tmp_path, gpg, case):
+    edit, expect = RECORD_CASES[case]
+    base = str(tmp_path / "m" / "mirror")
+    build = make_build(str(tmp_path / "b"), "4652.0.0+rec-1", gpg)
+    _edit_record(build, edit)
+    res, run = publish(build, base, require_signatures=False)
+    assert run.rc != 0, res
+    assert "MODULE FAILURE" not in res["msg"] and "Traceback" not in str(res.get("exception")) + str(res.get("module_stderr")), res
+    assert "\n" not in res["msg"] and expect in res["msg"], res["msg"]
+    # nothing anywhere: neither under base nor next to it
+    assert sorted(os.listdir(str(tmp_path / "m"))) == [] if os.path.isdir(str(tmp_path / "m")) else True
+    assert not os.path.exists(str(tmp_path / "escape"))
+
+
+# -- empty staging leftovers ----------------------------------------------------------------------------
+def stagings(base):
+    found = []
+    for dirpath, dirnames, _files in os.walk(base):
+        found += [os.path.relpath(os.path.join(dirpath, d), base) for d in dirnames if d.startswith(".kiln-staging-")]
+    return sorted(found)
+
+
+def test_empty_staging_leftovers_are_removed(tmp_path, gpg):
+    base = str(tmp_path / "mirror")
+    b1 = make_build(str(tmp_path / "b1"), "4653.0.0+stg-1", gpg)
+    # a transfer that fails before anything arrived: the staging directories it prepared go again
+    victim = os.path.join(b1["dir"], "flatcar_production_image.bin.bz2")
+    os.rename(victim, victim + ".away")
+    res, run = publish(b1, base, verify_source=False, require_signatures=False)
+    os.rename(victim + ".away", victim)
+    assert run.rc != 0 and "nothing was made visible" in res["msg"], res
+    assert stagings(base) == [], stagings(base)
+    res, run = publish(b1, base)
+    assert run.rc == 0, res
+    # a refused publish (version uniqueness) leaves no staging either
+    other = make_build(str(tmp_path / "o"), "4653.0.0+stg-1", gpg, salt=b"other")
+    res, run = publish(other, base)
+    assert run.rc != 0 and "version uniqueness" in res["msg"], res
+    assert stagings(base) == [], stagings(base)
+    # stale empty leftovers of other versions go with the next publish; fresh or non-empty ones stay
+    board = os.path.join(base, "amd64-usr")
+    old_empty = os.path.join(board, ".kiln-staging-4600.0.0")
+    fresh_empty = os.path.join(board, ".kiln-staging-4601.0.0")
+    old_full = os.path.join(board, ".kiln-staging-4602.0.0")
+    old_update = os.path.join(base, "update", "amd64-usr", ".kiln-staging-4603.0.0")
+    for d in (old_empty, fresh_empty, old_full, old_update):
+        os.makedirs(d)
+    with open(os.path.join(old_full, "part"), "w") as fh:
+        fh.write("partial")
+    for d in (old_empty, old_full, old_update):
+        os.utime(d, (time.time() - 7200, time.time() - 7200))
+    b2 = make_build(str(tmp_path / "b2"), "4653.1.0+stg-1", gpg)
+    res, run = publish(b2, base)
+    assert run.rc == 0, res
+    assert stagings(base) == ["amd64-usr/.kiln-staging-4601.0.0", "amd64-usr/.kiln-staging-4602.0.0"], stagings(base)
+
+
+# -- ssh_private_key never on disk, also not after SIGTERM ------------------------------------------------
+KEY_RSYNC = """#!/bin/sh
+echo "$$ $PPID" > %(marker)s
+sleep 60
+exec /usr/bin/rsync "$@"
+"""
+
+
+def _files_containing(root, needle):
+    hits = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            try:
+                with open(path, "rb") as fh:
+                    if needle in fh.read():
+                        hits.append(path)
+            except OSError:
+                pass
+    return hits
+
+
+def _processes_mentioning(text):
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as fh:
+                if text.encode() in fh.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_ssh_private_key_never_on_disk_even_on_sigterm(tmp_path, gpg, mirror, sshd):
+    base = os.path.join(mirror["www"], "keytext")
+    key_text = open(sshd["key"]).read()
+    needle = key_text.strip().splitlines()[1].encode()  # a line of the key body
+    tmpdir = tempfile.mkdtemp(prefix="kt", dir="/tmp")
+    try:
+        args = dict(ssh_args(sshd), backend="dir", record_path=None, base=base, ssh_private_key=key_text)
+        del args["ssh_private_key_file"]
+        b1 = make_build(str(tmp_path / "b1"), "4654.0.0+key-1", gpg)
+        pb = str(tmp_path / "pb.yml")
+
+        def start(build, **extra):
+            with open(pb, "w") as fh:
+                json.dump([{"hosts": "localhost", "gather_facts": False, "tasks": [{
+                    "name": "kiln under test", "kiln.flatcar.publish": dict(args, record_path=build["record"], **extra),
+                    "environment": {"TMPDIR": tmpdir}}]}], fh)
+            from kiln_testlib import ansible_env
+            cmd = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local", "-e",
+                   "ansible_python_interpreter=" + sys.executable, pb]
+            return subprocess.Popen(cmd, env=ansible_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+        # a normal run: the key goes to a private ssh-agent, never into a file; the agent is gone afterwards
+        proc = start(b1)
+        seen = []
+        while proc.poll() is None:
+            seen += _files_containing(tmpdir, needle)
+            time.sleep(0.05)
+        out = proc.stdout.read().decode()
+        assert proc.returncode == 0, out[-3000:]
+        assert seen == [] and _files_containing(tmpdir, needle) == [], seen
+        assert _processes_mentioning(tmpdir) == []
+        assert os.listdir(tmpdir) == []
+        assert key_text.strip().splitlines()[1] not in out
+
+        # SIGTERM while rsync runs: the handler removes everything and the process still dies of SIGTERM
+        marker = tmp_path / "rsync.pids"
+        wrapper = tmp_path / "rsync-wrapper"
+        wrapper.write_text(KEY_RSYNC % {"marker": marker})
+        os.chmod(wrapper, 0o755)
+        b2 = make_build(str(tmp_path / "b2"), "4654.1.0+key-1", gpg)
+        proc = start(b2, rsync_executable=str(wrapper))
+        end = time.time() + 120
+        while not marker.exists() and time.time() < end and proc.poll() is None:
+            seen += _files_containing(tmpdir, needle)
+            time.sleep(0.05)
+        assert marker.exists(), proc.stdout.read().decode()[-3000:]
+        time.sleep(0.2)
+        wrapper_pid, module_pid = (int(x) for x in marker.read_text().split())
+        try:
+            assert _processes_mentioning(tmpdir), "the agent should be running now"
+            os.kill(module_pid, signal.SIGTERM)
+            proc.wait(60)
+        finally:
+            os.kill(wrapper_pid, signal.SIGKILL)
+        out = proc.stdout.read().decode()
+        assert proc.returncode != 0, out[-3000:]
+        assert seen == [] and _files_containing(tmpdir, needle) == [], seen
+        assert _processes_mentioning(tmpdir) == [], "ssh-agent left running"
+        # (AnsiballZ's own payload directory stays after a signal death: Ansible's, holding no secret)
+        assert [n for n in os.listdir(tmpdir) if n.startswith("kiln-")] == [], os.listdir(tmpdir)
+    finally:
+        for pid in _processes_mentioning(tmpdir):  # only the agent this test made the module start
+            os.kill(pid, signal.SIGTERM)
+        shutil.rmtree(tmpdir, ignore_errors=True)
