@@ -67,8 +67,7 @@ PACKAGES_BASE = dict(usepkg=True, usepkgonly=False, getbinpkg=True, getbinpkgver
 
 
 def packages_params():
-    for p in toggles(a.PACKAGES_BOOLS, PACKAGES_BASE):
-        yield p
+    yield from toggles(a.PACKAGES_BOOLS, PACKAGES_BASE)
     for bools in itertools.product([True, False], repeat=len(a.PACKAGES_BOOLS)):
         yield dict(PACKAGES_BASE, **dict(zip(a.PACKAGES_BOOLS, bools)))
     yield dict(PACKAGES_BASE, getbinpkgver="4593.2.5")
@@ -98,8 +97,7 @@ IMAGE_BASE = dict(image_types=["prod", "oem_sysext"], group="developer", base_pk
 
 
 def image_params():
-    for p in toggles(a.IMAGE_BOOLS + ("replace",), IMAGE_BASE):
-        yield p
+    yield from toggles(a.IMAGE_BOOLS + ("replace",), IMAGE_BASE)
     for name in a.IMAGE_STRINGS:
         yield dict(IMAGE_BASE, **{name: "value-of-" + name})
     for kind in a.IMAGE_TYPES:
@@ -210,8 +208,7 @@ SYSEXT_BASE = dict(name="htop", packages=["sys-process/htop"], metapkgs=None, co
 
 
 def sysext_params():
-    for p in toggles(("strip_binaries", "generate_pkginfo", "ignore_version_mismatch"), SYSEXT_BASE):
-        yield p
+    yield from toggles(("strip_binaries", "generate_pkginfo", "ignore_version_mismatch"), SYSEXT_BASE)
     for comp in a.SYSEXT_COMPRESSION:
         yield dict(SYSEXT_BASE, compression=comp)
     yield dict(SYSEXT_BASE, metapkgs="coreos-base/oem-azure", packages=[])

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2034  # FLAGS_*, VM_README, FLATCAR_VERSION_STRING: set as the real image_to_vm.sh / vm_image_util.sh set them
 # Stand-in for flatcar/scripts image_to_vm.sh (kiln test fixture).
 # Converts build_image output into flatcar_production_<format>_image.<ext>
 # plus launchers/firmware for qemu_uefi.
@@ -186,7 +187,8 @@ firmware() {
 
 write_launcher() {
   local type=$1 image=$2 ro=${3:-} rw=${4:-} secure=${5:-0}
-  local script="${FLAGS_to}/$(dst_name "${type}" ".sh")"
+  local script
+  script="${FLAGS_to}/$(dst_name "${type}" ".sh")"
   local name="${VM_NAME/qemu_uefi/${type}}"
   sed -e "s%^VM_NAME=.*%VM_NAME='${name}'%" \
       -e "s%^VM_MEMORY=.*%VM_MEMORY='${FLAGS_mem:-2048}'%" \

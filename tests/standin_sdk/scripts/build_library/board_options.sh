@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # sourced: its globals are for the scripts that source it
 # Stand-in board_options.sh: sets BOARD/BOARD_ROOT/ARCH and reads the board's
 # make.conf exactly like the real library does, so a missing board root fails
 # the same way (bash "No such file or directory" + die).

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # sourced: its globals are for the scripts that source it
 # Stand-in release_util.sh: the compression flags shared by build_packages,
 # build_image and image_to_vm.sh (compress_disk_images lives in common.sh).
 DEFAULT_IMAGE_COMPRESSION_FORMAT="bz2"

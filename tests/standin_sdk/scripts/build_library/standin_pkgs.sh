@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # sourced: its globals are for the scripts that source it
 # Stand-in package set: what build_packages "builds" and build_image "installs".
 # Format: category/package-version::repository
 STANDIN_BASE_PACKAGES=(

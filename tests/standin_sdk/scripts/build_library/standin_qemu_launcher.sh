@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2034  # SCRIPT_DIR, SECURE_BOOT, SSH_KEYS mirror the real launcher's variables (build_library/qemu_template.sh)
 # Launcher written by the kiln stand-in image_to_vm.sh for Flatcar-style QEMU images.
 # Usage: ./<this>.sh [-a authorized_keys] [-i ignition.json] [-p ssh_port] [-s] [-- qemu args]
 # Networking is user-mode with restrict=on: the guest cannot reach anything,

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # sourced: its globals are for the scripts that source it
 # VM image types accepted by image_to_vm.sh (same 32 names as the real
 # build_library/vm_image_util.sh) and the few per-type options the stand-in uses.
 VALID_IMG_TYPES=(

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # sourced: its globals are for the scripts that source it
 # Stand-in sdk_lib/sdk_container_common.sh (kiln test fixture).
 # Same globals and helper semantics as flatcar/scripts' version: version-file
 # handling, version string parsing, container engine detection, .sdkenv.
@@ -128,7 +128,8 @@ setup_sdk_env() {
 # Volume options for gpg home / agent and ssh agent socket.
 gnupg_ssh_gcloud_mount_opts() {
     local -n _ref=$1
-    local agent="/run/user/$(id -u)/gnupg"
+    local agent
+    agent="/run/user/$(id -u)/gnupg"
     _ref=()
     [[ -d ${GNUPGHOME:-} ]] && _ref+=( -v "${GNUPGHOME}:/home/sdk/.gnupg" )
     [[ -d ${agent} ]] && _ref+=( -v "${agent}:${agent}" )
