@@ -533,7 +533,9 @@ class Publisher:
         if p["signing_key"]:
             gpg = which(self.module, "gpg", required=True, msg="gpg not found on the source host: install gnupg or drop signing_key")
             gpgconf = which(self.module, "gpgconf") or "gpgconf"
-            verify = lambda pairs: gpg_problems(self.runner, p["signing_key"], self.tmp, pairs, gpg, gpgconf)  # noqa: E731
+
+            def verify(pairs):
+                return gpg_problems(self.runner, p["signing_key"], self.tmp, pairs, gpg, gpgconf)
         gate = evaluate(rel, self.layout.files, p["require_boot_check"], p["boot_check_stages"], p["require_signatures"], verify)
         self.gate = apply_override(gate, rel, p["gate_override"], p["gate_override_reason"])
         if self.gate["overridden"]:
