@@ -218,36 +218,6 @@ def write_atomic(path, data, mode=0o644):
     os.rename(tmp, path)
 
 
-def record_location(record_path=None, scripts_dir=None, board=None, build_root=None):
-    """(record_path, build_root) for the record options every signing module takes, or (None, build_root).
-
-    ``record_path`` wins; else ``scripts_dir`` + ``board`` give
-    ``<scripts_dir>/__build__/images/kiln/<board>/<FLATCAR_VERSION>/build-record.json``.
-    The build root defaults to four levels above the record, so a tree copied to a signer host
-    (artifacts and record at the same relative paths) works as is.
-    """
-    if record_path:
-        record_path = os.path.abspath(record_path)
-        root = build_root or os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(record_path))))
-        return record_path, os.path.abspath(root)
-    if scripts_dir:
-        if not board:
-            raise DigestsError("scripts_dir needs board to find the build record")
-        # imported here so the pure digest helpers stay importable without the collection
-        from ansible_collections.kiln.flatcar.plugins.module_utils._version import (
-            VERSIONFILE, FlatcarVersion, read_versionfile)
-        from ansible_collections.kiln.flatcar.plugins.module_utils._record import record_path as _record_path
-        scripts_dir = os.path.abspath(scripts_dir)
-        try:
-            vf = read_versionfile(os.path.join(scripts_dir, VERSIONFILE))
-            version = FlatcarVersion.parse(vf["FLATCAR_VERSION"], "FLATCAR_VERSION in version.txt")
-        except (OSError, KeyError, ValueError) as exc:
-            raise DigestsError("cannot read the version of %s: %s" % (scripts_dir, exc))
-        root = os.path.abspath(build_root or os.path.join(scripts_dir, "__build__", "images"))
-        return _record_path(root, board, version.version), root
-    return None, os.path.abspath(build_root) if build_root else None
-
-
 def recorded_files(record_data, skip_roles=("signature",)):
     """{relative path: output entry} over every stage of a record, later stages winning."""
     found = {}

@@ -27,10 +27,12 @@
 from __future__ import annotations
 
 import bz2
+import copy
 import errno
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import sys
@@ -65,6 +67,27 @@ DEFAULT_FAILURE_MARKERS = [
     r"Boot Failed\. ",
 ]
 
+# Where the boot time goes: boundaries between boot phases, in boot order, as console markers. A phase runs
+# from the previous boundary seen to the first console line that matches one of its patterns; the last phase
+# ("userspace") ends at the success marker. Patterns cover a real Flatcar console (SeaBIOS, OVMF/AAVMF BdsDxe,
+# kernel printk, systemd units of the initrd, Ignition) and the stand-in test disk. "printk": the kernel's
+# first lines reach the console only when its serial console registers, so the boundary is moved back by the
+# printk timestamp of the newest line shown at that moment (the guest clock runs at host speed under TCG and KVM).
+PHASE_MARKERS = [
+    # firmware: QEMU start until the firmware hands over to a boot loader
+    ("firmware", [r"Booting from (?:Hard Disk|ROM|DVD/CD|Floppy)", r"BdsDxe: starting Boot"], False),
+    # bootloader: GRUB/systemd-boot/shim loading the kernel and initrd, then the kernel decompressing itself
+    ("bootloader", [r"Linux version \d", r"Booting Linux on physical CPU"], True),
+    # kernel: from the kernel's first instruction to the initramfs' /init
+    ("kernel", [r"Run /init as init process"], False),
+    # initramfs: mounting, udev, setup until the first Ignition stage starts
+    ("initramfs", [r"Starting (?:ignition-[\w@.-]+ - )?Ignition \("], False),
+    # ignition: all Ignition stages
+    ("ignition", [r"Reached target (?:ignition-complete\.target - )?Ignition Complete"], False),
+]
+PHASE_LAST = "userspace"  # Ignition complete until the success marker (switch-root, systemd, getty)
+PHASE_NAMES = [name for name, _rx, _printk in PHASE_MARKERS] + [PHASE_LAST]
+
 # Host firmware files per (arch, firmware): (code, vars template); first existing pair wins.
 HOST_FIRMWARE = {
     ("amd64", "uefi"): [
@@ -84,6 +107,12 @@ HOST_FIRMWARE = {
         ("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd", None),
     ],
 }
+# edk2 (OVMF, AAVMF/ArmVirtQemu, the image's own _efi_code) waits PcdPlatformBootTimeOut seconds for a key
+# before it boots (ArmVirtQemu: 5 s, silently on a serial-only guest). With "-boot menu=on,splash-time=0" QEMU
+# hands it a 0 s timeout through fw_cfg etc/boot-menu-wait, which PlatformBootManagerLib reads; the boot order
+# and everything the guest sees afterwards are unchanged. SeaBIOS does not wait without a menu, so BIOS boots
+# do not get it (with menu=on it would print a "Press ESC" prompt).
+UEFI_NO_WAIT = ["-boot", "menu=on,splash-time=0"]
 SEABIOS = ("/usr/share/seabios/bios-256k.bin", "/usr/share/qemu/bios-256k.bin")
 PROBE_MARKER = "KILN-PROBE-OK"
 
@@ -290,6 +319,7 @@ def build_command(qemu, arch, accel, tag, console_log, disk, disk_format="qcow2"
                      "-drive", "if=pflash,unit=1,format=%s,file=%s" % (efi_vars_format, _drive_path(efi_vars))]
         else:
             argv += ["-bios", efi_code]
+        argv += UEFI_NO_WAIT
     elif bios:
         argv += ["-bios", bios]
     argv += ["-drive", "if=none,id=kilndisk,format=%s,file=%s,discard=unmap" % (disk_format, _drive_path(disk)),
@@ -412,11 +442,33 @@ def line_at(idx):
     e = text.find("\n", idx)
     return text[b:e if e >= 0 else len(text)].strip()[:300]
 
+phase_rx = [(name, [re.compile(r) for r in rxs], printk) for name, rxs, printk in A.get("phases") or []]
+marks = {}
+PRINTK_TIME = re.compile(r"^\[\s*(\d+\.\d+)\]", re.M)
+
+def scan_phases(lo, now):
+    """First-seen time of each phase boundary; a printk boundary is moved back to the kernel's start."""
+    for name, rxs, printk in phase_rx:
+        if name in marks:
+            continue
+        for rx in rxs:
+            hit = rx.search(text, lo)
+            if not hit:
+                continue
+            at = now
+            if printk:
+                stamps = [float(x) for x in PRINTK_TIME.findall(text, hit.start())]
+                if stamps:
+                    at = max(0.0, now - max(stamps))
+            marks[name] = {"at_s": round(at, 3), "seen_s": now, "line": line_at(hit.start())}
+            break
+
 def scan():
     """Return 'failed', 'passed' or None."""
     global scanned, text
     lo = max(0, scanned - 512)
     now = round(time.monotonic() - start, 3)
+    scan_phases(lo, now)
     for m, rx in fail:
         hit = rx.search(text, lo)
         if hit:
@@ -526,6 +578,7 @@ finally:
         signal.signal(s, signal.SIG_IGN)
     kill_qemu()
     OUT["elapsed_s"] = round(time.monotonic() - start, 3)
+    OUT["phase_marks"] = marks
     OUT["console_tail"] = tail(A["console_log"])
     OUT["qemu_log_tail"] = tail(A["qemu_log"], 15)
     sys.stdout.write(json.dumps(OUT) + "\n")
@@ -533,8 +586,32 @@ finally:
 '''
 
 
-def supervise(runner, argv, console_log, qemu_log, success, failure, timeout, match="any", ssh=None, poll=0.1):
-    """Run QEMU under the supervisor; return its verdict dict (QEMU is gone when this returns)."""
+def boot_phases(marks, end_s=None):
+    """Seconds per boot phase (``<name>_s`` for PHASE_NAMES) from the first-seen boundary times in ``marks``.
+
+    A phase ends at its boundary's time; ``userspace`` ends at ``end_s`` (the success marker). A phase whose
+    boundary never showed up on the console (a ``quiet`` kernel prints no ``Run /init``; a failed boot stops
+    early) is None, and its time is counted in the next phase that was seen.
+    """
+    phases = {}
+    last = 0.0
+    for name in PHASE_NAMES:
+        at = end_s if name == PHASE_LAST else ((marks or {}).get(name) or {}).get("at_s")
+        if at is None:
+            phases[name + "_s"] = None
+            continue
+        at = max(float(at), last)
+        phases[name + "_s"] = round(at - last, 2)
+        last = at
+    return phases
+
+
+def supervise(runner, argv, console_log, qemu_log, success, failure, timeout, match="any", ssh=None, poll=0.1,
+              phases=None):
+    """Run QEMU under the supervisor; return its verdict dict (QEMU is gone when this returns).
+
+    The verdict carries ``phase_marks`` (first-seen time of each PHASE_MARKERS boundary, or of ``phases``)
+    and ``phases`` (seconds per boot phase, see boot_phases)."""
     args = {
         "argv": [str(a) for a in argv],
         "console_log": console_log,
@@ -545,6 +622,7 @@ def supervise(runner, argv, console_log, qemu_log, success, failure, timeout, ma
         "timeout": float(timeout),
         "ssh": ssh,
         "poll": poll,
+        "phases": [list(p) for p in (PHASE_MARKERS if phases is None else phases)],
     }
     rc, out, err = runner.capture([sys.executable, "-c", SUPERVISOR_SOURCE, json.dumps(args)])
     for line in reversed((out or "").strip().splitlines()):
@@ -554,11 +632,12 @@ def supervise(runner, argv, console_log, qemu_log, success, failure, timeout, ma
             continue
         if isinstance(result, dict) and "verdict" in result:
             result["supervisor_rc"] = rc
+            result["phases"] = boot_phases(result.get("phase_marks"), result.get("boot_time_s"))
             return result
     detail = ((err or "").strip().splitlines() or ["no output"])[-1]
     return {"verdict": "error", "reason": "the QEMU supervisor failed (rc=%s): %s" % (rc, detail), "matched": [],
             "failure_marker": None, "boot_time_s": None, "qemu_rc": None, "ssh": None, "console_tail": [],
-            "qemu_log_tail": [], "supervisor_rc": rc}
+            "qemu_log_tail": [], "supervisor_rc": rc, "phase_marks": {}, "phases": boot_phases({})}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -605,20 +684,32 @@ def arm64_probe_kernel(marker=PROBE_MARKER):
     return blob + (marker + "\r\n").encode("ascii") + b"\0" * 4
 
 
+# The probe's rules; a cached answer of an older probe is not trusted.
+PROBE_VERSION = 2
+# KVM is used only when it boots the probe guest no slower than this many times TCG (and this many seconds):
+# a healthy KVM boots it in a fraction of TCG's time.
+KVM_SLOWER_FACTOR = 2.0
+KVM_PROBE_SLOW_S = 1.0
+
+
 def probe_cache_key(qemu):
     try:
         st = os.stat(qemu)
         qid = "%s:%d:%d" % (qemu, st.st_size, int(st.st_mtime))
     except OSError:
         qid = qemu
-    return {"host": socket.gethostname(), "boot_id": boot_id(), "kernel": platform.release(), "qemu": qid}
+    return {"host": socket.gethostname(), "boot_id": boot_id(), "kernel": platform.release(), "qemu": qid,
+            "probe": PROBE_VERSION}
 
 
 def kvm_probe(runner, arch, qemu, cache_dir, refresh=False, timeout=20, read_only=False):
     """Whether KVM can really run an ``arch`` guest here: {'usable', 'reason', 'cached', 'cache_path', ...}.
 
     Boots a tiny guest (an MBR boot sector on amd64, a raw payload on arm64) with ``-accel kvm -cpu host``,
-    exactly the acceleration a check would use, and caches the answer per host boot and QEMU binary.
+    exactly the acceleration a check would use, then the same guest under TCG: KVM counts as usable only when it
+    booted and was not slower than emulation (a nested or paravirtualised KVM, e.g. PVM inside a cloud VM, boots
+    the tiny guest 30x slower than TCG and hangs real guests in their firmware). The answer is cached per host
+    boot, QEMU binary and probe version.
     ``read_only`` (check mode) returns the cached answer or ``usable=None`` without booting anything.
     """
     info = {"usable": False, "reason": None, "cached": False, "cache_path": None, "probe_s": None}
@@ -648,6 +739,30 @@ def kvm_probe(runner, arch, qemu, cache_dir, refresh=False, timeout=20, read_onl
         info["usable"] = None
         info["reason"] = "not probed yet (check mode boots nothing)"
         return info
+    kvm = _probe_boot(runner, arch, qemu, "kvm", timeout)
+    usable = kvm.get("verdict") == "passed"
+    if usable:
+        # Nested or paravirtualised KVM (e.g. PVM in a cloud VM) can boot the tiny guest yet be far slower
+        # than emulation, and then hang real guests in firmware: KVM must also beat TCG on the same guest.
+        tcg = _probe_boot(runner, arch, qemu, "tcg", timeout)
+        k_s, t_s = kvm.get("boot_time_s") or 0.0, tcg.get("boot_time_s")
+        if tcg.get("verdict") == "passed" and k_s > max(KVM_SLOWER_FACTOR * (t_s or 0.0), KVM_PROBE_SLOW_S):
+            usable = False
+            reason = ("KVM booted a test guest in %.2fs but TCG in %.2fs: this KVM is slower than emulation "
+                      "(nested or paravirtualised), so TCG is used" % (k_s, t_s or 0.0))
+        else:
+            reason = "a test guest booted with -accel kvm -cpu host in %.2fs (TCG: %s)" % (
+                k_s, "%.2fs" % t_s if t_s is not None else "did not boot")
+    else:
+        detail = (kvm.get("qemu_log_tail") or [kvm.get("reason") or ""])[-1]
+        reason = "a test guest did not boot with -accel kvm -cpu host (%s): %s" % (kvm.get("reason"), detail)
+    info.update(usable=usable, reason=" ".join(reason.split()), cached=False, probe_s=kvm.get("elapsed_s"))
+    save_probe(cache_path, key, usable, info["reason"], info["probe_s"])
+    return info
+
+
+def _probe_boot(runner, arch, qemu, accel, timeout):
+    """Boot the probe guest once with ``accel``; supervise()'s result."""
     import tempfile  # local: only the probe needs it
 
     tmp = tempfile.mkdtemp(prefix="kiln-kvm-probe-")
@@ -655,7 +770,7 @@ def kvm_probe(runner, arch, qemu, cache_dir, refresh=False, timeout=20, read_onl
         tag = new_tag("probe")
         console = os.path.join(tmp, "console.log")
         argv = [qemu, "-name", tag, "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
-                "-nic", "none", "-m", "64", "-smp", "1", "-no-reboot"] + machine_args(arch, "kvm")
+                "-nic", "none", "-m", "64", "-smp", "1", "-no-reboot"] + machine_args(arch, accel)
         if arch == "amd64":
             disk = os.path.join(tmp, "probe.img")
             with open(disk, "wb") as fh:
@@ -669,18 +784,9 @@ def kvm_probe(runner, arch, qemu, cache_dir, refresh=False, timeout=20, read_onl
                 fh.write(arm64_probe_kernel())
             argv += ["-kernel", kernel]
         argv += ["-serial", "file:%s" % console]
-        res = supervise(runner, argv, console, os.path.join(tmp, "qemu.log"), [PROBE_MARKER], [], timeout)
+        return supervise(runner, argv, console, os.path.join(tmp, "qemu.log"), [PROBE_MARKER], [], timeout)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    usable = res.get("verdict") == "passed"
-    if usable:
-        reason = "a test guest booted with -accel kvm -cpu host in %.2fs" % (res.get("boot_time_s") or 0)
-    else:
-        detail = (res.get("qemu_log_tail") or [res.get("reason") or ""])[-1]
-        reason = "a test guest did not boot with -accel kvm -cpu host (%s): %s" % (res.get("reason"), detail)
-    info.update(usable=usable, reason=" ".join(reason.split()), cached=False, probe_s=res.get("elapsed_s"))
-    save_probe(cache_path, key, usable, info["reason"], info["probe_s"])
-    return info
 
 
 def save_probe(cache_path, key, usable, reason, probe_s=None):
@@ -810,3 +916,51 @@ def _slot_alive(path):
         return None
     finally:
         os.close(fd)
+
+
+# -- what boot_check hands to the engine: markers, the Ignition SSH key, the verdict line ------------------
+def check_markers(success_markers, failure_markers, extra_failure_markers):
+    """(success, failure) regular expressions with kiln's defaults; QemuError names an invalid one."""
+    success = list(success_markers) if success_markers else list(DEFAULT_SUCCESS_MARKERS)
+    failure = list(failure_markers if failure_markers is not None else DEFAULT_FAILURE_MARKERS)
+    failure += [m for m in extra_failure_markers or [] if m not in failure]
+    for m in success + failure:
+        try:
+            re.compile(m)
+        except re.error as exc:
+            raise QemuError("marker %r is not a valid regular expression: %s" % (m, exc))
+    return success, failure
+
+
+def with_ssh_key(ignition, user, public_key):
+    """A copy of the Ignition config (a minimal one when None) with ``public_key`` authorised for ``user``."""
+    ignition = copy.deepcopy(ignition) if ignition else {"ignition": {"version": "3.3.0"}}
+    users = ignition.setdefault("passwd", {}).setdefault("users", [])
+    entry = next((u for u in users if u.get("name") == user), None)
+    if entry is None:
+        entry = {"name": user}
+        users.append(entry)
+    keys = entry.setdefault("sshAuthorizedKeys", [])
+    if public_key.strip() not in keys:
+        keys.append(public_key.strip())
+    return ignition
+
+
+def is_qcow2(path):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"QFI\xfb"
+    except OSError:
+        return path.endswith(".qcow2")
+
+
+def verdict_message(result, image, board, firmware, accel, console_tail):
+    """The one line a boot check that did not pass fails with."""
+    last = [line for line in console_tail if line.strip()][-3:]
+    msg = "boot check of %s (%s, %s, %s) %s: %s; last console lines: %s" % (
+        os.path.basename(image), board, firmware, accel, result["verdict"], result.get("reason"),
+        " | ".join(last) if last else "(console empty)")
+    qlog = [line for line in result.get("qemu_log_tail") or [] if line.strip()]
+    if qlog and result["verdict"] in ("failed", "error") and result.get("qemu_rc") not in (None, -9):
+        msg += "; QEMU said: %s" % qlog[-1]
+    return msg, qlog

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import socket
+import time
 
 try:
     import fcntl
@@ -75,6 +76,14 @@ def record_path(build_root, board, version):
     return os.path.join(state_dir(build_root, board, version), RECORD_NAME)
 
 
+def build_root_of(path):
+    """The build root a record at ``path`` belongs to: ``<build_root>/kiln/<board>/<version>/build-record.json``.
+
+    This is the one place that knows the record sits four directories below the build root, so a tree
+    copied to another host (artifacts and record at the same relative paths) works as is."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(path)))))
+
+
 def describe_output(build_root, path, role, sha256=None):
     """An output entry: path relative to the build root, role, size, sha256."""
     full = path if os.path.isabs(path) else os.path.join(build_root, path)
@@ -105,44 +114,55 @@ class BuildRecord:
 
     # -- opening -----------------------------------------------------------------------------
     @classmethod
-    def open(cls, path, board=None, version=None, create=True, read_only=False, build_root=None):
-        """Open (creating if asked) the record at ``path``; lock it unless ``read_only``."""
-        lock_fd = None
-        if not read_only:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-            if fcntl is not None:
-                try:
-                    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError as exc:
-                    os.close(lock_fd)
-                    if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                        holder = cls._lock_holder(path)
-                        raise RecordLocked(
-                            "build record %s is being written by another kiln task%s; wait for it to finish "
-                            "or stop it, then rerun" % (path, (" (" + holder + ")") if holder else "")
-                        )
-                    raise
-            os.ftruncate(lock_fd, 0)
-            os.write(lock_fd, ("pid=%d host=%s since=%s\n" % (os.getpid(), socket.gethostname(), now())).encode())
+    def open(cls, path, board=None, version=None, create=True, read_only=False, build_root=None, wait=0.0, poll=0.2):
+        """Open (creating if asked) the record at ``path``.
+
+        Unless ``read_only`` it takes an exclusive lock, waiting up to ``wait`` seconds (polling every ``poll``
+        seconds) for another writer, then raises RecordLocked. ``read_only`` writes nothing at all: no state
+        directory, no lock file, no record."""
+        if not create and not os.path.isfile(path):
+            raise RecordError("no build record at %s: run the earlier build stages first" % path)
+        lock_fd = None if read_only else cls._lock(path, wait, poll)
         try:
             data = cls._load(path)
+            if data is None:
+                if not create:
+                    raise RecordError("no build record at %s: run the earlier build stages first" % path)
+                data = cls.new_data(board, version, build_root)
+            elif board and data.get("board") != board:
+                raise RecordError("build record %s is for board %s, not %s" % (path, data.get("board"), board))
         except RecordError:
             if lock_fd is not None:
                 os.close(lock_fd)
             raise
-        if data is None:
-            if not create:
-                if lock_fd is not None:
-                    os.close(lock_fd)
-                raise RecordError("no build record at %s: run the earlier build stages first" % path)
-            data = cls.new_data(board, version, build_root)
-        else:
-            if board and data.get("board") != board:
-                if lock_fd is not None:
-                    os.close(lock_fd)
-                raise RecordError("build record %s is for board %s, not %s" % (path, data.get("board"), board))
         return cls(path, data, lock_fd, read_only)
+
+    @classmethod
+    def _lock(cls, path, wait, poll):
+        """The exclusive lock on ``<path>.lock``: its fd, or RecordLocked after ``wait`` seconds."""
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + max(0.0, float(wait or 0))
+        while fcntl is not None:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                left = deadline - time.monotonic()
+                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK) and left > 0:
+                    time.sleep(min(max(poll, 0.01), left))
+                    continue
+                os.close(lock_fd)
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                holder = cls._lock_holder(path)
+                raise RecordLocked(
+                    "build record %s is being written by another kiln task%s%s; wait for it to finish or stop it, then rerun"
+                    % (path, (" (" + holder + ")") if holder else "", (" (waited %gs)" % wait) if wait else "")
+                )
+        os.ftruncate(lock_fd, 0)
+        os.write(lock_fd, ("pid=%d host=%s since=%s\n" % (os.getpid(), socket.gethostname(), now())).encode())
+        return lock_fd
 
     @staticmethod
     def _lock_holder(path):
@@ -212,7 +232,7 @@ class BuildRecord:
 
     @property
     def build_root(self):
-        return self.data.get("build_root") or os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(self.path))))
+        return self.data.get("build_root") or build_root_of(self.path)
 
     def verify_outputs(self, name, build_root=None, check_hash=True):
         """Return a list of problems (empty when every recorded output is intact)."""

@@ -95,7 +95,7 @@ options:
     type: bool
     default: false
   log_path:
-    description: Log file for the gpg runs. Defaults to C(logs/sign.log) next to the build record, else a private temporary directory.
+    description: Log file for the gpg runs. Defaults to C(logs/sign.log) next to the build record, else C($TMPDIR/kiln-<uid>/artifact_sign.log). Check mode writes no log.
     type: path
 notes:
   - gpg-agent caches passphrases (default 10 minutes); set C(default-cache-ttl 0) in the signer's C(gpg-agent.conf)
@@ -187,7 +187,6 @@ log_path:
 """
 
 import os
-import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -195,23 +194,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.flatcar.plugins.module_utils import _digests
 from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import list_files
 from ansible_collections.kiln.flatcar.plugins.module_utils._gpg import Gpg, GpgError, normalize_fingerprint, signing_key_status
-from ansible_collections.kiln.flatcar.plugins.module_utils._record import (
-    BuildRecord,
-    RecordError,
-    describe_output,
-    digest,
-)
-from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
+from ansible_collections.kiln.flatcar.plugins.module_utils._record import RecordError
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateError, Stage, locate
 
 STAGE = "sign"
-
-
-def default_log(record_path):
-    if record_path:
-        return os.path.join(os.path.dirname(record_path), "logs", STAGE + ".log")
-    base = os.path.join(tempfile.gettempdir(), "kiln-%d" % os.getuid())
-    os.makedirs(base, mode=0o700, exist_ok=True)
-    return os.path.join(base, "artifact_sign.log")
 
 
 def select_files(module, p, root, recorded):
@@ -306,115 +292,114 @@ def main():
     p = module.params
     try:
         fpr = normalize_fingerprint(p["key_fingerprint"])
-        record_path, root = _digests.record_location(p["record_path"], p["scripts_dir"], p["board"], p["build_root"])
-    except (GpgError, _digests.DigestsError) as exc:
+        location = locate(p["record_path"], p["scripts_dir"], p["board"], build_root=p["build_root"])
+    except (GpgError, LocateError) as exc:
         module.fail_json(msg=str(exc))
-    log_path = p["log_path"] or default_log(record_path)
-    result = {"changed": False, "log_path": log_path}
-
-    record = None
-    recorded = None
-    if record_path:
-        result["record_path"] = record_path
+    with Stage(module, STAGE, location, log_path=p["log_path"]) as stage:
+        runner = stage.runner()
+        if module.get_bin_path("gpg") is None:
+            runner.fail("gpg not found on this host: install gnupg")
+        gpg = Gpg(runner, p["gnupghome"])
         try:
-            record = BuildRecord.open(record_path, create=False, read_only=module.check_mode)
-        except RecordError as exc:
-            module.fail_json(msg=str(exc), **result)
-        recorded = _digests.recorded_files(record.data)
-
-    state = {"begun": False}
-
-    def on_failure(msg, payload):
-        if record is not None and not module.check_mode:
-            # a refusal before signing is recorded too (begin() not yet called: fail() creates the entry)
-            record.fail(STAGE, msg, details={"rc": payload.get("rc")})
-        if record is not None:
-            record.close()
-
-    runner = Runner(module, log_path=log_path, fail_extra=dict(result), on_failure=on_failure)
-    if module.get_bin_path("gpg") is None:
-        runner.fail("gpg not found on this host: install gnupg")
-    gpg = Gpg(runner, p["gnupghome"])
-    try:
-        _run(module, p, runner, gpg, fpr, record, recorded, root, result, state)
-    finally:
-        gpg.close()
+            _run(module, stage, runner, gpg, fpr)
+        finally:
+            gpg.close()
 
 
-def _run(module, p, runner, gpg, fpr, record, recorded, root, result, state):
-    files = select_files(module, p, root, recorded)
-
-    # 1. the key: present, secret part here, not expired
+def check_key(module, runner, gpg, fpr, result):
+    """The signing key: present with its secret part, not expired. Returns (primary, chosen signing entry)."""
     key = gpg.list_key(fpr, secret=True)
     if key is None:
         runner.fail("secret key %s is not in the GnuPG home %s: import it (role kiln.flatcar.signer) or fix key_fingerprint; "
                     "nothing was signed" % (fpr, gpg.homedir or "~/.gnupg"))
-    primary = key["fingerprint"]
     try:
-        chosen, warnings = signing_key_status(key, p["expire_warn_days"])
+        chosen, warnings = signing_key_status(key, module.params["expire_warn_days"])
     except GpgError as exc:
         runner.fail("%s; nothing was signed" % exc)
     for w in warnings:
         module.warn(w)
-    result.update(signer_fingerprint=primary, signing_key_fingerprint=chosen["fingerprint"],
+    result.update(signer_fingerprint=key["fingerprint"], signing_key_fingerprint=chosen["fingerprint"],
                   key_expires=time.strftime("%Y-%m-%d", time.gmtime(chosen["expires"])) if chosen["expires"] else "never")
+    return key["fingerprint"], chosen
 
-    # 2. one read pass per file; every recorded file must still match the record
+
+def hash_selected(p, stage, runner, files, recorded):
+    """One read pass per file; every file the record lists must still match it. [(path, hashes, DIGESTS bytes)]"""
     entries = []
     for f in files:
         hashes = _digests.hash_file(f)
-        rel = os.path.relpath(f, root) if root else None
         if recorded is not None:
-            rec = recorded.get(rel) if rel and not rel.startswith("..") else None
+            rel = stage.location.relative(f)
+            rec = recorded.get(rel) if rel else None
             if rec is None:
                 if not p["allow_unrecorded"]:
                     runner.fail("%s is not listed in the build record %s: refusing to sign it (allow_unrecorded: true "
-                                "to sign it anyway); nothing was signed" % (f, record.path))
+                                "to sign it anyway); nothing was signed" % (f, stage.location.record_path))
             elif rec.get("sha256") != hashes["sha256"] or rec.get("size") != hashes["size"]:
                 runner.fail("%s no longer matches the build record (sha256 %s, recorded %s from stage %s): refusing to sign; "
                             "nothing was signed" % (f, hashes["sha256"][:16], str(rec.get("sha256"))[:16], rec.get("stage")))
         entries.append((f, hashes, _digests.render(os.path.basename(f), hashes)))
+    return entries
 
-    # 3. what needs signing
+
+def _run(module, stage, runner, gpg, fpr):
+    p = module.params
+    root = stage.location.build_root
+    recorded = _digests.recorded_files(stage.record.data) if stage.record is not None else None
+    files = select_files(module, p, root, recorded)
+    result = stage.base_result()
+    primary, chosen = check_key(module, runner, gpg, fpr, result)
     plan = []
-    for f, hashes, text in entries:
+    for f, hashes, text in hash_selected(p, stage, runner, files, recorded):
         reason = "force" if p["force"] else current_state(gpg, f, hashes, text, primary, p["sign_digests_file"])
         plan.append((f, hashes, text, reason))
     to_sign = [x for x in plan if x[3]]
-
-    inputs = {
+    current, _why = stage.is_current({
         "stage": STAGE,
         "key": primary,
         "files": [[os.path.relpath(f, root) if root else f, h["sha256"]] for f, h, _t, _r in plan],
         "digest_algo": p["digest_algo"],
         "sign_digests_file": p["sign_digests_file"],
-    }
-    input_digest = digest(inputs)
-    record_current = False
-    if record is not None:
-        stage = record.stage(STAGE)
-        record_current = bool(stage and stage.get("status") == "passed" and stage.get("input_digest") == input_digest
-                              and not record.verify_outputs(STAGE, build_root=root))
-
-    result["files"] = []
-    result["signed"] = [x[0] for x in to_sign]
-    result["unchanged"] = [x[0] for x in plan if not x[3]]
+    })
+    result.update(signed=[x[0] for x in to_sign], unchanged=[x[0] for x in plan if not x[3]], files=[])
     for f, h, _t, reason in plan:
         df, sigs = outputs_for(f, p["sign_digests_file"])
         result["files"].append({"path": f, "size": h["size"], "sha256": h["sha256"], "sha512": h["sha512"],
                                 "digests": df, "signatures": sigs, "action": "signed" if reason else "unchanged",
                                 "reason": reason})
-    if module.check_mode:
-        result["changed"] = bool(to_sign) or (record is not None and not record_current)
-        if record is not None:
-            record.close()
+    record_stale = stage.record is not None and not current
+    result["changed"] = bool(to_sign) or record_stale
+    if module.check_mode or not result["changed"]:
         module.exit_json(**result)
+    stage.begin()
+    sign_files(module, runner, gpg, fpr, primary, chosen, to_sign, result)
+    outputs = []
+    try:
+        for f, _h, _t, _r in plan:
+            if stage.record is not None and stage.location.relative(f):  # outside the build root (allow_unrecorded): not recorded
+                outputs.extend(stage.describe(path, "signature") for path in _flat(outputs_for(f, p["sign_digests_file"])))
+    except (RecordError, OSError) as exc:
+        runner.fail("cannot record the signatures: %s" % exc)
+    stage.finish(outputs, details={
+        "signer_fingerprint": primary,
+        "signing_key_fingerprint": result["signing_key_fingerprint"],
+        "key_expires": result["key_expires"],
+        "signed": [os.path.relpath(x[0], root) for x in to_sign] if root else [x[0] for x in to_sign],
+        "signature_files": [o["path"] for o in outputs],
+        "files": [{"path": os.path.relpath(f, root) if root else f, "sha256": h["sha256"], "sha512": h["sha512"]}
+                  for f, h, _t, _r in plan],
+    })
+    module.exit_json(**result)
 
-    if record is not None and (to_sign or not record_current):
-        record.begin(STAGE, inputs, input_digest, log_path=runner.log_path)
-        state["begun"] = True
 
-    # 4. sign into temporary names; rename only when every signature succeeded
+def _flat(outputs):
+    df, sigs = outputs
+    return [df] + sigs
+
+
+def sign_files(module, runner, gpg, fpr, primary, chosen, to_sign, result):
+    """Sign into temporary names; rename only when every signature succeeded."""
+    p = module.params
     staged = []
     try:
         for f, _h, text, _reason in to_sign:
@@ -448,32 +433,6 @@ def _run(module, p, runner, gpg, fpr, record, recorded, root, result, state):
         staged = []
     finally:
         _cleanup(staged)
-
-    # 5. record
-    if record is not None and state["begun"]:
-        outputs = []
-        try:
-            for f, _h, _t, _r in plan:
-                df, sigs = outputs_for(f, p["sign_digests_file"])
-                if os.path.relpath(f, root).startswith(".."):
-                    continue  # outside the build root (allow_unrecorded): not part of the record
-                for path in [df] + sigs:
-                    outputs.append(describe_output(root, path, "signature"))
-        except (RecordError, OSError) as exc:
-            runner.fail("cannot record the signatures: %s" % exc)
-        record.finish(STAGE, outputs, details={
-            "signer_fingerprint": primary,
-            "signing_key_fingerprint": result["signing_key_fingerprint"],
-            "key_expires": result["key_expires"],
-            "signed": [os.path.relpath(x[0], root) for x in to_sign],
-            "signature_files": [o["path"] for o in outputs],
-            "files": [{"path": os.path.relpath(f, root), "sha256": h["sha256"], "sha512": h["sha512"]} for f, h, _t, _r in plan],
-        })
-        result["changed"] = True
-    if record is not None:
-        record.close()
-    result["changed"] = result["changed"] or bool(to_sign)
-    module.exit_json(**result)
 
 
 def _cleanup(staged):

@@ -171,8 +171,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils._hostxfer import remote_python, ssh_argv, ssh_e
-from ansible_collections.kiln.flatcar.plugins.module_utils._record import BuildRecord, RecordError, record_path
-from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateError, Stage, locate
 
 # Runs on the destination: compare files with a record; merge the source record; verify; remove bad files.
 REMOTE = r'''
@@ -320,29 +319,28 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    if p["record_path"]:
-        rpath = p["record_path"]
-    else:
-        if not (p["board"] and p["version"]):
-            module.fail_json(msg="give record_path, or build_root with board and version")
-        rpath = record_path(p["build_root"], p["board"], p["version"])
     try:
-        record = BuildRecord.open(rpath, create=False, read_only=True)
-    except RecordError as exc:
-        module.fail_json(msg=str(exc), record_path=rpath)
-    build_root = p["build_root"] or os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(rpath))))
-    rel_record = os.path.relpath(rpath, build_root)
-    log_path = p["log_path"] or os.path.join(os.path.dirname(rpath), "logs", "transfer-%s.log" % p["dest_host"].replace("/", "_"))
-    runner = Runner(module, log_path=log_path, fail_extra={"record_path": rpath})
-    result = dict(record_path=rpath, log_path=log_path)
+        location = locate(p["record_path"], build_root=p["build_root"], board=p["board"], version=p["version"])
+    except LocateError as exc:
+        module.fail_json(msg=str(exc))
+    if location.record_path is None:
+        module.fail_json(msg="give record_path, or build_root with board and version")
+    log_path = p["log_path"] or os.path.join(location.state_dir, "logs", "transfer-%s.log" % p["dest_host"].replace("/", "_"))
+    with Stage(module, None, location, writes=False, log_path=log_path) as reader:
+        _transfer(module, reader, reader.runner())
 
+
+def _transfer(module, reader, runner):
+    p = module.params
+    record, build_root, rpath = reader.record, reader.location.build_root, reader.location.record_path
+    rel_record = os.path.relpath(rpath, build_root)
+    result = reader.base_result()
+    result.pop("changed")
     stages = select_stages(record, p["stages"])
     if isinstance(stages, str):
         runner.fail("stage %s is not in the build record %s: build it first" % (stages, rpath))
     for name in stages:
-        if record.stage(name).get("status") != "passed":
-            runner.fail("stage %s of %s has status %s on this host: only passed stages are transferred"
-                        % (name, rpath, record.stage(name).get("status")))
+        reader.require(name, "only passed stages are transferred; rerun it on this host first")
     files = []
     for name in stages:
         for out in record.stage(name).get("outputs", []):

@@ -16,6 +16,8 @@ description:
   - Only the given public key is trusted; it is imported into a temporary GnuPG home that is removed afterwards,
     the way C(flatcar-install) verifies images.
   - Fails at the first bad file, naming it.
+  - With a build record (O(record_path), or O(scripts_dir) + O(board)) and neither O(files) nor O(directory), every
+    output the record lists (except signatures) is verified. The record is only read, never locked or written.
 author:
   - kiln developers (@kiln-project)
 extends_documentation_fragment:
@@ -36,6 +38,19 @@ options:
   directory:
     description: Verify every artifact under this directory (files ending in C(.asc), C(.gpg), C(.sig), C(.DIGESTS) are the signatures).
     type: path
+  record_path:
+    description: Build record whose outputs are verified (when neither O(files) nor O(directory) is given).
+    type: path
+  scripts_dir:
+    description: Flatcar scripts checkout; with O(board) locates the build record like the build modules do.
+    type: path
+  board:
+    description: Board of the build (with O(scripts_dir)).
+    type: str
+    choices: [amd64-usr, arm64-usr]
+  build_root:
+    description: Build root the record's relative paths refer to. Defaults to four directories above the record.
+    type: path
   public_key:
     description: Armored (or binary) OpenPGP public key file to verify with.
     type: path
@@ -52,7 +67,9 @@ options:
     choices: [digests, digests_asc, sig]
     default: [digests, digests_asc, sig]
   log_path:
-    description: Log file for the gpg runs. Defaults to a file in a private temporary directory.
+    description:
+      - Log file for the gpg runs. Defaults to C(artifact_verify.log) in the private directory C($TMPDIR/kiln-<uid>).
+      - In check mode no log is written.
     type: path
 """
 
@@ -61,6 +78,11 @@ EXAMPLES = r"""
   kiln.flatcar.artifact_verify:
     files:
       - /srv/mirror/4593.2.5/flatcar_production_image.bin.bz2
+    public_key: files/kiln-image-signing-key.asc
+
+- name: Verify every signed output of a build record on the mirror
+  kiln.flatcar.artifact_verify:
+    record_path: /srv/mirror/images/kiln/amd64-usr/4593.2.5/build-record.json
     public_key: files/kiln-image-signing-key.asc
 """
 
@@ -98,6 +120,10 @@ log_path:
   description: Log of the gpg runs.
   returned: always
   type: str
+record_path:
+  description: Build record whose outputs were verified.
+  returned: when a record is used
+  type: str
 """
 
 import os
@@ -109,7 +135,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kiln.flatcar.plugins.module_utils import _digests
 from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import list_files
 from ansible_collections.kiln.flatcar.plugins.module_utils._gpg import Gpg, GpgError, normalize_fingerprint
-from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateError, Stage, locate
 
 
 def main():
@@ -117,6 +143,10 @@ def main():
         argument_spec=dict(
             files=dict(type="list", elements="path"),
             directory=dict(type="path"),
+            record_path=dict(type="path"),
+            scripts_dir=dict(type="path"),
+            board=dict(type="str", choices=["amd64-usr", "arm64-usr"]),
+            build_root=dict(type="path"),
             public_key=dict(type="path"),
             public_key_content=dict(type="str"),
             key_fingerprint=dict(type="str", no_log=False),  # a public fingerprint, not a secret
@@ -124,40 +154,41 @@ def main():
                          default=["digests", "digests_asc", "sig"]),
             log_path=dict(type="path"),
         ),
-        required_one_of=[("public_key", "public_key_content"), ("files", "directory")],
-        mutually_exclusive=[("public_key", "public_key_content")],
+        required_one_of=[("public_key", "public_key_content"), ("files", "directory", "record_path", "scripts_dir")],
+        required_together=[("scripts_dir", "board")],
+        mutually_exclusive=[("public_key", "public_key_content"), ("record_path", "scripts_dir")],
         supports_check_mode=True,
     )
     p = module.params
     want = None
-    if p["key_fingerprint"]:
-        try:
-            want = normalize_fingerprint(p["key_fingerprint"])
-        except GpgError as exc:
-            module.fail_json(msg=str(exc))
-    if p["files"]:
-        files = [f if os.path.isabs(f) else os.path.join(p["directory"] or os.getcwd(), f) for f in p["files"]]
-    else:
-        files = [f for f in list_files(p["directory"]) if _digests.is_signable(f)]
-    if not files:
-        module.fail_json(msg="no artifacts to verify")
-
-    home = tempfile.mkdtemp(prefix="kiln-verify-")
-    os.chmod(home, 0o700)
-    log_path = p["log_path"] or os.path.join(home, "..", os.path.basename(home) + ".log")
-    log_path = os.path.abspath(log_path)
-    result = {"changed": False, "log_path": log_path}
-    runner = Runner(module, log_path=log_path, fail_extra=dict(result))
-    if module.get_bin_path("gpg") is None:
-        runner.fail("gpg not found on this host: install gnupg")
-    gpg = Gpg(runner, os.path.join(home, "gnupg"))
-    os.makedirs(gpg.homedir, mode=0o700)
     try:
-        _verify(module, p, runner, gpg, home, files, want, result)
-    finally:
-        gpg.kill_agent()
-        gpg.close()
-        shutil.rmtree(home, ignore_errors=True)
+        if p["key_fingerprint"]:
+            want = normalize_fingerprint(p["key_fingerprint"])
+        location = locate(p["record_path"], p["scripts_dir"], p["board"], build_root=p["build_root"])
+    except (GpgError, LocateError) as exc:
+        module.fail_json(msg=str(exc))
+    with Stage(module, None, location, writes=False, log_path=p["log_path"]) as stage:
+        if p["files"]:
+            files = [f if os.path.isabs(f) else os.path.join(p["directory"] or os.getcwd(), f) for f in p["files"]]
+        elif p["directory"]:
+            files = [f for f in list_files(p["directory"]) if _digests.is_signable(f)]
+        else:
+            files = [os.path.join(location.build_root, rel) for rel in sorted(_digests.recorded_files(stage.record.data))]
+        if not files:
+            module.fail_json(msg="no artifacts to verify")
+        result = stage.base_result()
+        runner = stage.runner()
+        if module.get_bin_path("gpg") is None:
+            runner.fail("gpg not found on this host: install gnupg")
+        home = tempfile.mkdtemp(prefix="kiln-verify-")  # the only keyring: the given public key
+        gpg = Gpg(runner, os.path.join(home, "gnupg"))
+        try:
+            os.makedirs(gpg.homedir, mode=0o700)
+            _verify(module, p, runner, gpg, home, files, want, result)
+        finally:
+            gpg.kill_agent()
+            gpg.close()
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def _verify(module, p, runner, gpg, home, files, want, result):

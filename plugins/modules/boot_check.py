@@ -167,6 +167,12 @@ options:
     description: Seconds to wait for a free slot before failing.
     type: int
     default: 3600
+  lock_wait:
+    description:
+      - Seconds to wait while another kiln task holds the build record (for example the check of the other firmware,
+        which holds it for its whole boot) before failing.
+    type: int
+    default: 1800
   probe_only:
     description: Only probe (and cache) whether KVM works on this host for O(board); boot nothing else.
     type: bool
@@ -312,27 +318,18 @@ record_path:
   type: str
 """
 
-import copy
 import json
 import os
 import shutil
-import re
 import signal
 import tempfile
-import time
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _qemu as q
-from ansible_collections.kiln.flatcar.plugins.module_utils._record import (
-    BuildRecord,
-    RecordError,
-    RecordLocked,
-    digest,
-    record_path as record_path_for,
-)
+from ansible_collections.kiln.flatcar.plugins.module_utils._record import digest
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner, tail_lines
-from ansible_collections.kiln.flatcar.plugins.module_utils._version import VERSIONFILE, FlatcarVersion, VersionError, read_versionfile
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateError, Stage, locate, one_line
 
 CROSS_ARCH_FACTOR = 1.5
 
@@ -345,11 +342,6 @@ def _on_signal(signum, _frame):
     raise _Interrupted("signal %d" % signum)
 
 
-def one_line(text, limit=600):
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 class Check:
     def __init__(self, module):
         self.module = module
@@ -357,14 +349,15 @@ class Check:
         self.cache_dir = os.path.abspath(self.p["cache_dir"])
         self.tmp = None
         self.slot = None
-        self.record_path = None
-        self.stage = "boot_check:%s" % self.p["firmware"]
+        self.stage = None
+        self.stage_name = "boot_check:%s" % self.p["firmware"]
         self.runner = Runner(module, log_path=None)
 
     # -- helpers ------------------------------------------------------------------------------
     def fail(self, msg, **extra):
+        """One line; while the stage holds the build record it is recorded as failed too (the stage engine)."""
         self.cleanup()
-        self.module.fail_json(msg=one_line(msg), **extra)
+        self.module.fail_json(msg=one_line(msg, 600), **extra)
 
     def cleanup(self):
         if self.slot is not None:
@@ -374,48 +367,18 @@ class Check:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
 
-    def locate_record(self):
-        p = self.p
-        if p["record_path"]:
-            return os.path.abspath(p["record_path"])
-        if p["scripts_dir"]:
-            if not p["board"]:
-                self.fail("scripts_dir needs board to find the build record")
-            scripts = os.path.abspath(p["scripts_dir"])
-            try:
-                vf = read_versionfile(os.path.join(scripts, VERSIONFILE))
-                version = FlatcarVersion.parse(vf["FLATCAR_VERSION"], "FLATCAR_VERSION in version.txt")
-            except (VersionError, KeyError, OSError) as exc:
-                self.fail("cannot read the pinned version in %s: %s" % (scripts, exc))
-            return record_path_for(os.path.join(scripts, "__build__", "images"), p["board"], version.version)
-        return None
+    @property
+    def record_path(self):
+        return self.stage.location.record_path if self.stage else None
 
-    def open_record(self, retries=50):
-        """Open the build record for writing, waiting briefly when another check is writing it."""
-        for _i in range(retries):
-            try:
-                return BuildRecord.open(self.record_path, board=self.p["board"], create=False)
-            except RecordLocked:
-                time.sleep(0.2)
-            except RecordError as exc:
-                self.fail(str(exc), record_path=self.record_path)
-        try:
-            return BuildRecord.open(self.record_path, board=self.p["board"], create=False)
-        except RecordError as exc:
-            self.fail(str(exc), record_path=self.record_path)
-        return None
-
-    def image_from_record(self, record):
-        stage = record.stage("image")
-        if not stage or stage.get("status") != "passed":
-            self.fail("stage image has not passed in %s: build the image first or pass image" % self.record_path,
-                      record_path=self.record_path)
-        outs = [o for o in stage.get("outputs", []) if o.get("role") == "generic_image"]
+    def image_from_record(self):
+        entry = self.stage.require("image", "build the image first or pass image")
+        outs = [o for o in entry.get("outputs", []) if o.get("role") == "generic_image"]
         outs.sort(key=lambda o: (not o["path"].endswith(".bin"), o["path"]))
         if not outs:
             self.fail("the image stage in %s recorded no generic image (flatcar_production_image.bin[.bz2]): pass image"
                       % self.record_path, record_path=self.record_path)
-        return os.path.join(record.build_root, outs[0]["path"]), outs[0].get("sha256")
+        return os.path.join(self.stage.location.build_root, outs[0]["path"]), outs[0].get("sha256")
 
     # -- ignition and ssh ---------------------------------------------------------------------
     def ignition_source(self):
@@ -464,21 +427,14 @@ class Check:
                     self.fail("cannot add the SSH key to Ignition config %s (%s): fix the file or set ssh.inject_key=false"
                               % (ign_path, exc))
                 ign_path = None
-            ign_dict = copy.deepcopy(ign_dict) if ign_dict else {"ignition": {"version": "3.3.0"}}
-            users = ign_dict.setdefault("passwd", {}).setdefault("users", [])
-            user = next((u for u in users if u.get("name") == s["user"]), None)
-            if user is None:
-                user = {"name": s["user"]}
-                users.append(user)
-            keys = user.setdefault("sshAuthorizedKeys", [])
-            if pub.strip() not in keys:
-                keys.append(pub.strip())
+            ign_dict = q.with_ssh_key(ign_dict, s["user"], pub)
         args = {"ssh": ssh_bin, "key": key, "user": s["user"], "expect_version": s.get("expect_version"),
                 "command": s.get("command") or "cat /etc/os-release"}
         return args, ign_path, ign_dict
 
     # -- main ---------------------------------------------------------------------------------
-    def run(self):
+    def machine(self):
+        """(arch, qemu, kvm, accel, timeout_s); with probe_only the module exits here."""
         p = self.p
         module = self.module
         if not p["board"]:
@@ -491,8 +447,6 @@ class Check:
             self.fail("%s not found: install QEMU (the kiln.flatcar.tester role does)" % q.QEMU_BINARIES[arch])
         if p["memory"] < 128 or p["cpus"] < 1:
             self.fail("memory must be at least 128 MiB and cpus at least 1")
-
-        # KVM or TCG
         kvm = {"usable": False, "reason": "accel=tcg requested", "cached": False, "cache_path": None}
         if p["accel"] != "tcg" or p["probe_only"]:
             kvm = q.kvm_probe(self.runner, arch, qemu, self.cache_dir, refresh=p["refresh_probe"],
@@ -508,73 +462,77 @@ class Check:
             factor = p["tcg_timeout_factor"]
             if arch != q.host_arch():
                 factor *= CROSS_ARCH_FACTOR
-        timeout_s = round(p["timeout"] * factor, 1)
+        return arch, qemu, kvm, accel, round(p["timeout"] * factor, 1)
 
-        # record
-        self.record_path = self.locate_record()
-        record_image_sha = None
-        image = p["image"]
-        record = None
-        if self.record_path:
-            if not os.path.isfile(self.record_path):
-                self.fail("no build record at %s: build the image first (or leave out record_path/scripts_dir)"
-                          % self.record_path, record_path=self.record_path)
-            try:
-                record = BuildRecord.open(self.record_path, board=p["board"], create=False, read_only=True)
-            except RecordError as exc:
-                self.fail(str(exc), record_path=self.record_path)
-            if not image:
-                image, record_image_sha = self.image_from_record(record)
+    def image(self):
+        """(absolute image path, sha256): the given image, or the generic image the image stage recorded."""
+        image, recorded_sha = self.p["image"], None
+        if not image and self.stage.record is not None:
+            image, recorded_sha = self.image_from_record()
         if not image:
             self.fail("image is required unless a build record (record_path or scripts_dir) names it")
         image = os.path.abspath(image)
         if not os.path.isfile(image):
             self.fail("image %s does not exist" % image, record_path=self.record_path)
         image_sha = q.file_sha256(image)
-        if record_image_sha and record_image_sha != image_sha:
+        if recorded_sha and recorded_sha != image_sha:
             self.fail("image %s changed since the image stage recorded it (sha256 differs): rebuild it" % image,
                       record_path=self.record_path)
+        return image, image_sha
 
-        # firmware files
+    def firmware(self, arch, image):
+        """(efi_code, efi_vars, bios)."""
+        p = self.p
         vcode, vvars = q.vendor_firmware(image)
         efi_code, efi_vars, bios = p["efi_code"], p["efi_vars"], None
-        if p["firmware"] == "uefi":
-            if not efi_code:
-                if vcode:
-                    efi_code, efi_vars = vcode, efi_vars or vvars
-                else:
-                    try:
-                        efi_code, host_vars = q.host_firmware(arch, "uefi")
-                    except q.QemuError as exc:
-                        self.fail(str(exc))
-                    efi_vars = efi_vars or host_vars
-            for f in (efi_code, efi_vars):
-                if f and not os.path.isfile(f):
-                    self.fail("UEFI firmware file %s does not exist" % f)
-        else:
-            bios, _none = q.host_firmware(arch, "bios")
+        if p["firmware"] != "uefi":
+            return efi_code, efi_vars, q.host_firmware(arch, "bios")[0]
+        if not efi_code:
+            if vcode:
+                efi_code, efi_vars = vcode, efi_vars or vvars
+            else:
+                try:
+                    efi_code, host_vars = q.host_firmware(arch, "uefi")
+                except q.QemuError as exc:
+                    self.fail(str(exc))
+                efi_vars = efi_vars or host_vars
+        for f in (efi_code, efi_vars):
+            if f and not os.path.isfile(f):
+                self.fail("UEFI firmware file %s does not exist" % f)
+        return efi_code, efi_vars, bios
 
+    def run(self):
+        p = self.p
+        arch, qemu, kvm, accel, timeout_s = self.machine()
+        try:
+            location = locate(p["record_path"], p["scripts_dir"], p["board"])
+        except LocateError as exc:
+            self.fail(str(exc))
+        if location.record_path and not os.path.isfile(location.record_path):
+            self.fail("no build record at %s: build the image first (or leave out record_path/scripts_dir)"
+                      % location.record_path, record_path=location.record_path)
+        with Stage(self.module, self.stage_name, location, wait=p["lock_wait"]) as self.stage:
+            self.checked(arch, qemu, kvm, accel, timeout_s)
+
+    def checked(self, arch, qemu, kvm, accel, timeout_s):
+        """The stage body: skip when current, report in check mode, else boot and record the verdict."""
+        p = self.p
+        module = self.module
+        image, image_sha = self.image()
+        efi_code, efi_vars, bios = self.firmware(arch, image)
         ign_path, ign_dict = self.ignition_source()
         try:
             q.check_extra_args(p["extra_args"])
+            success, failure = q.check_markers(p["success_markers"], p["failure_markers"], p["extra_failure_markers"])
         except q.QemuError as exc:
             self.fail(str(exc))
-        success = p["success_markers"] if p["success_markers"] else list(q.DEFAULT_SUCCESS_MARKERS)
-        failure = list(p["failure_markers"] if p["failure_markers"] is not None else q.DEFAULT_FAILURE_MARKERS)
-        failure += [m for m in p["extra_failure_markers"] if m not in failure]
-        for m in success + failure:
-            try:
-                re.compile(m)
-            except re.error as exc:
-                self.fail("marker %r is not a valid regular expression: %s" % (m, exc))
-
         ign_digest = None
         if ign_path:
             ign_digest = "sha256:" + q.file_sha256(ign_path)
         elif ign_dict is not None:
             ign_digest = digest(ign_dict)
         inputs = {
-            "stage": self.stage,
+            "stage": self.stage_name,
             "board": p["board"],
             "firmware": p["firmware"],
             "image": {"path": image, "sha256": image_sha},
@@ -585,55 +543,47 @@ class Check:
             "failure_markers": failure,
             "ssh": {"user": p["ssh"]["user"], "expect_version": p["ssh"].get("expect_version")} if p["ssh"] else None,
         }
-        if record is not None:
-            inputs["previous_stage"] = {"name": "image", "result_digest": record.stage_result_digest("image")}
+        if self.stage.record is not None:
+            inputs["previous_stage"] = {"name": "image", "result_digest": self.stage.result_digest("image")}
         # the image path is left out: a build tree copied elsewhere stays current
-        input_digest = digest(dict(inputs, image={"sha256": image_sha}))
+        current, why = self.stage.is_current(inputs, input_digest=digest(dict(inputs, image={"sha256": image_sha})))
+        record_ret = dict(record_path=self.record_path, stage=self.stage_name) if self.record_path else {}
+        if current:
+            d = self.stage.entry().get("details", {})
+            module.exit_json(changed=False, verdict="skipped", reason="boot check %s (%s)" % (self.stage_name, why),
+                             boot_time_s=d.get("boot_time_s"), console_log=d.get("console_log"),
+                             matched_markers=d.get("matched_markers", []), accel=d.get("accel", accel), kvm=kvm,
+                             image={"path": image, "sha256": image_sha}, **record_ret)
         tag = q.new_tag("boot")
-        log_dir = None
-        if self.record_path:
-            log_dir = os.path.join(os.path.dirname(self.record_path), "logs")
-            if record is not None:
-                current, why = record.is_current(self.stage, input_digest)
-                record.close()
-                if current and not p["force"]:
-                    st = record.stage(self.stage)
-                    d = st.get("details", {})
-                    module.exit_json(changed=False, verdict="skipped", reason="boot check %s (%s)" % (self.stage, why),
-                                     boot_time_s=d.get("boot_time_s"), console_log=d.get("console_log"),
-                                     matched_markers=d.get("matched_markers", []), accel=d.get("accel", accel), kvm=kvm,
-                                     record_path=self.record_path, stage=self.stage,
-                                     image={"path": image, "sha256": image_sha})
-        console_log = p["console_log"] or os.path.join(
+        log_dir = os.path.join(self.stage.location.state_dir, "logs") if self.record_path else None
+        console_log = os.path.abspath(p["console_log"] or os.path.join(
             log_dir or os.path.join(self.cache_dir, "logs"),
-            "%s.console.log" % (self.stage.replace(":", "_") if log_dir else tag))
-        console_log = os.path.abspath(console_log)
-
+            "%s.console.log" % (self.stage_name.replace(":", "_") if log_dir else tag)))
         # command preview (paths in the temp dir are placeholders until it exists)
         tmp_hint = os.path.join(p["work_dir"] or tempfile.gettempdir(), "kiln-boot-XXXXXX")
         ssh_port = q.free_port() if p["ssh"] else None
-        preview = self.command(qemu, arch, accel, tag, console_log, tmp_hint, image, efi_code, efi_vars, bios,
-                               ign_path or ign_dict, ssh_port, prepared=False)
+        boot = dict(qemu=qemu, arch=arch, accel=accel, tag=tag, console_log=console_log, image=image, efi_code=efi_code,
+                    efi_vars=efi_vars, bios=bios, ignition=ign_path or ign_dict, ssh_port=ssh_port)
+        preview = self.command(tmp=tmp_hint, prepared=False, **boot)
         if module.check_mode:
             module.exit_json(changed=True, verdict="would_run", reason="would boot %s with %s %s (%s, timeout %ss)"
                              % (os.path.basename(image), p["firmware"], arch, accel, timeout_s),
                              accel=accel, kvm=kvm, timeout_s=timeout_s, qemu_cmd=preview, qemu_name=tag,
                              console_log=console_log, image={"path": image, "sha256": image_sha},
-                             record_path=self.record_path, stage=self.stage if self.record_path else None)
+                             record_path=self.record_path, stage=self.stage_name if self.record_path else None)
+        self.stage.begin(log_path=console_log)
+        result, argv, kvm, accel, timeout_s, slot = self.boot(boot, kvm, timeout_s, success, failure, ign_path, ign_dict)
+        self.verdict(result, argv, kvm, accel, timeout_s, slot, boot, image_sha, record_ret)
 
-        # record: running
-        if self.record_path:
-            rec = self.open_record()
-            rec.begin(self.stage, inputs, input_digest, log_path=console_log)
-            rec.close()
-
+    def boot(self, boot, kvm, timeout_s, success, failure, ign_path, ign_dict):
+        """Boot under a slot; KVM that fails at run time falls back to TCG once."""
+        p = self.p
         try:
-            os.makedirs(os.path.dirname(console_log), exist_ok=True)
+            os.makedirs(os.path.dirname(boot["console_log"]), exist_ok=True)
             try:
                 self.slot = q.acquire_slot(os.path.join(self.cache_dir, "slots"), p["memory"], p["cpus"],
                                            p["max_parallel"], p["slot_wait"])
             except q.QemuError as exc:
-                self.finish_record("failed", str(exc), {})
                 self.fail(str(exc))
             base_tmp = p["work_dir"] or None
             if base_tmp:
@@ -642,29 +592,33 @@ class Check:
             ssh_args = None
             if p["ssh"]:
                 ssh_args, ign_path, ign_dict = self.ssh_setup(ign_path, ign_dict)
-                ssh_args["port"] = ssh_port
-            argv = self.command(qemu, arch, accel, tag, console_log, self.tmp, image, efi_code, efi_vars, bios,
-                                ign_path or ign_dict, ssh_port, prepared=True)
-            result = q.supervise(self.runner, argv, console_log, os.path.join(self.tmp, "qemu.log"), success, failure,
-                                 timeout_s, p["success_match"], ssh_args)
-            if accel == "kvm" and result["verdict"] != "passed" and q.kvm_failed_at_runtime(result):
+                ssh_args["port"] = boot["ssh_port"]
+                boot["ignition"] = ign_path or ign_dict
+            argv = self.command(tmp=self.tmp, prepared=True, **boot)
+            qlog = os.path.join(self.tmp, "qemu.log")
+            result = q.supervise(self.runner, argv, boot["console_log"], qlog, success, failure, timeout_s,
+                                 p["success_match"], ssh_args)
+            if boot["accel"] == "kvm" and result["verdict"] != "passed" and q.kvm_failed_at_runtime(result):
                 # KVM passed the probe but cannot run this guest: remember that, and emulate.
-                q.save_probe(kvm["cache_path"], q.probe_cache_key(qemu), False,
-                             "KVM failed at run time: %s" % one_line((result.get("qemu_log_tail") or [""])[-1]))
+                q.save_probe(kvm["cache_path"], q.probe_cache_key(boot["qemu"]), False,
+                             "KVM failed at run time: %s" % one_line((result.get("qemu_log_tail") or [""])[-1], 600))
                 kvm = dict(kvm, usable=False, reason="KVM failed at run time; fell back to TCG")
-                accel = "tcg"
+                boot["accel"] = "tcg"
                 timeout_s = round(p["timeout"] * p["tcg_timeout_factor"], 1)
-                argv = self.command(qemu, arch, accel, tag, console_log, self.tmp, image, efi_code, efi_vars, bios,
-                                    ign_path or ign_dict, ssh_port, prepared=True, reuse=True)
-                result = q.supervise(self.runner, argv, console_log, os.path.join(self.tmp, "qemu.log"), success,
-                                     failure, timeout_s, p["success_match"], ssh_args)
+                argv = self.command(tmp=self.tmp, prepared=True, reuse=True, **boot)
+                result = q.supervise(self.runner, argv, boot["console_log"], qlog, success, failure, timeout_s,
+                                     p["success_match"], ssh_args)
         except _Interrupted as exc:
-            self.finish_record("failed", "boot check interrupted (%s)" % exc, {})
-            self.fail("boot check interrupted (%s); QEMU was killed" % exc, qemu_name=tag)
+            self.fail("boot check interrupted (%s); QEMU was killed" % exc, qemu_name=boot["tag"])
         finally:
             slot = self.slot.as_dict() if self.slot else None
             self.cleanup()
+        return result, argv, kvm, boot["accel"], timeout_s, slot
 
+    def verdict(self, result, argv, kvm, accel, timeout_s, slot, boot, image_sha, record_ret):
+        """Record the verdict (the lock is released) and return it: passed exits, anything else fails."""
+        p = self.p
+        console_log, image = boot["console_log"], boot["image"]
         tail = list(result.get("console_tail") or tail_lines(console_log, 30))
         details = {
             "verdict": result["verdict"],
@@ -678,54 +632,21 @@ class Check:
             "timeout_s": timeout_s,
             "image_sha256": image_sha,
             "ssh": _public_ssh(result.get("ssh")),
-            "qemu_name": tag,
+            "qemu_name": boot["tag"],
         }
-        ret = dict(
-            verdict=result["verdict"],
-            reason=one_line(result.get("reason") or ""),
-            boot_time_s=result.get("boot_time_s"),
-            elapsed_s=result.get("elapsed_s"),
-            matched_markers=result.get("matched", []),
-            failure_marker=result.get("failure_marker"),
-            console_log=console_log,
-            log_tail=tail,
-            accel=accel,
-            kvm=kvm,
-            timeout_s=timeout_s,
-            qemu_cmd=argv,
-            qemu_name=tag,
-            image={"path": image, "sha256": image_sha},
-            slot=slot,
-        )
+        ret = dict(verdict=result["verdict"], reason=one_line(result.get("reason") or "", 600),
+                   boot_time_s=result.get("boot_time_s"), elapsed_s=result.get("elapsed_s"),
+                   matched_markers=result.get("matched", []), failure_marker=result.get("failure_marker"),
+                   console_log=console_log, accel=accel, kvm=kvm, timeout_s=timeout_s, qemu_cmd=argv,
+                   qemu_name=boot["tag"], image={"path": image, "sha256": image_sha}, slot=slot, **record_ret)
         if result.get("ssh") is not None:
             ret["ssh"] = _public_ssh(result["ssh"])
-        if self.record_path:
-            ret.update(record_path=self.record_path, stage=self.stage)
         if result["verdict"] == "passed":
-            self.finish_record("passed", None, details)
-            module.exit_json(changed=True, **ret)
-        qlog = [line for line in result.get("qemu_log_tail") or [] if line.strip()]
-        last = [line for line in tail if line.strip()][-3:]
-        msg = "boot check of %s (%s, %s, %s) %s: %s; last console lines: %s" % (
-            os.path.basename(image), p["board"], p["firmware"], accel, result["verdict"], result.get("reason"),
-            " | ".join(last) if last else "(console empty)")
-        if qlog and result["verdict"] in ("failed", "error") and result.get("qemu_rc") not in (None, -9):
-            msg += "; QEMU said: %s" % qlog[-1]
-        self.finish_record("failed", one_line(msg, 400), details)
-        ret.pop("log_tail")
-        module.fail_json(msg=one_line(msg, 1000), rc=result.get("qemu_rc"), cmd=argv, log_path=console_log,
-                         log_tail=tail, qemu_log_tail=qlog, **ret)
-
-    def finish_record(self, status, message, details):
-        if not self.record_path:
-            return
-        rec = self.open_record()
-        try:
-            if rec.stage(self.stage) is None:
-                rec.begin(self.stage, {}, None)
-            rec.finish(self.stage, [], details=details, status=status, message=message)
-        finally:
-            rec.close()
+            self.stage.finish([], details)
+            self.module.exit_json(changed=True, log_tail=tail, **ret)
+        msg, qlog = q.verdict_message(result, image, p["board"], p["firmware"], accel, tail)
+        self.stage.fail(msg, details=details, rc=result.get("qemu_rc"), cmd=argv, log_path=console_log,
+                        log_tail=tail, qemu_log_tail=qlog, **ret)
 
     def command(self, qemu, arch, accel, tag, console_log, tmp, image, efi_code, efi_vars, bios, ignition, ssh_port,
                 prepared, reuse=False):
@@ -751,26 +672,16 @@ class Check:
             if prepared and efi_vars and p["firmware"] == "uefi":
                 shutil.copyfile(efi_vars, vars_copy)  # fresh variables on every boot (also the KVM->TCG retry)
         except q.QemuError as exc:
-            self.finish_record("failed", str(exc), {})
             self.fail(str(exc))
         except OSError as exc:
-            self.finish_record("failed", str(exc), {})
             self.fail("cannot prepare the boot files in %s: %s" % (tmp, exc))
-        code_fmt = "qcow2" if efi_code and _is_qcow2(efi_code) else "raw"
-        vars_fmt = "qcow2" if efi_vars and _is_qcow2(efi_vars) else "raw"
+        code_fmt = "qcow2" if efi_code and q.is_qcow2(efi_code) else "raw"
+        vars_fmt = "qcow2" if efi_vars and q.is_qcow2(efi_vars) else "raw"
         return q.build_command(
             qemu, arch, accel, tag, console_log, overlay, "qcow2", firmware=p["firmware"], bios=bios,
             efi_code=efi_code, efi_code_format=code_fmt, efi_vars=vars_copy if efi_vars else None,
             efi_vars_format=vars_fmt, ignition=ign_file, memory=p["memory"], cpus=p["cpus"], ssh_port=ssh_port,
             no_reboot=p["no_reboot"], extra_args=p["extra_args"])
-
-
-def _is_qcow2(path):
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(4) == b"QFI\xfb"
-    except OSError:
-        return path.endswith(".qcow2")
 
 
 def _public_ssh(ssh):
@@ -811,6 +722,7 @@ def main():
             work_dir=dict(type="path"),
             max_parallel=dict(type="int", default=0),
             slot_wait=dict(type="int", default=3600),
+            lock_wait=dict(type="int", default=1800),
             probe_only=dict(type="bool", default=False),
             refresh_probe=dict(type="bool", default=False),
             record_path=dict(type="path"),

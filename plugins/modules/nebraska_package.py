@@ -200,7 +200,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.six.moves.urllib.parse import quote, urlencode
 from ansible.module_utils.urls import fetch_url
 
-from ansible_collections.kiln.flatcar.plugins.module_utils._record import BuildRecord, RecordError
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import Stage, locate
 from ansible_collections.kiln.flatcar.plugins.module_utils._version import VersionError, compare
 
 ARCH = {"amd64": 1, "arm64": 2}
@@ -292,14 +292,10 @@ def wanted_package(module):
     elif p["payload"]:
         payload = dict(p["payload"])
     elif p["record_path"]:
-        try:
-            with BuildRecord.open(p["record_path"], create=False, read_only=True) as record:
-                stage = record.stage("payload") or {}
-                root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(p["record_path"])))))
-        except RecordError as exc:
-            module.fail_json(msg=str(exc))
-        if stage.get("status") != "passed":
-            module.fail_json(msg="stage payload has not passed in %s: sign the update payload first" % p["record_path"])
+        location = locate(p["record_path"])
+        with Stage(module, None, location, writes=False) as reader:
+            stage = reader.require("payload", "sign the update payload first (kiln.flatcar.update_payload)")
+        root = location.build_root
         d = stage.get("details") or {}
         listed = [pl for pl in d.get("payloads") or [] if isinstance(pl, dict)]
         if listed:
@@ -375,6 +371,50 @@ def differences(existing, body):
     return diffs
 
 
+def channel(module, neb, pkg, arch):
+    """Point the channel at the package (creating it when asked; never back to an older version unless allowed)."""
+    p = module.params
+    chans = [c for c in neb.channels() if c.get("name") == p["channel"] and int(c.get("arch", -1)) == arch]
+    info = {"name": p["channel"], "id": None, "before": None, "changed": False, "reason": None}
+    if not chans:
+        if not p["create_channel"]:
+            module.fail_json(msg="Nebraska has no channel %r for %s in app %s: create it or set create_channel"
+                             % (p["channel"], p["arch"], p["app_id"]))
+        info.update(changed=True, reason="created")
+        if not module.check_mode:
+            chan = neb.request("POST", neb.app_path("channels"), body={
+                "application_id": p["app_id"], "arch": arch, "color": p["channel_color"], "name": p["channel"],
+                "package_id": pkg.get("id")})
+            info["id"] = chan.get("id")
+    else:
+        chan = chans[0]
+        info["id"] = chan.get("id")
+        info["before"] = chan.get("package_id") or None
+        if info["before"] == pkg.get("id") and pkg.get("id"):
+            info["reason"] = "already on this package"
+        else:
+            move = True
+            if info["before"]:
+                old = (chan.get("package") or {}).get("version")
+                if not old:
+                    old = (neb.request("GET", neb.app_path("packages", info["before"])) or {}).get("version")
+                try:
+                    older = old and compare(p["version"], old) < 0
+                except VersionError:
+                    older = False
+                if older and not p["allow_downgrade"]:
+                    move = False
+                    info["reason"] = "channel is on newer %s; not moved back (allow_downgrade)" % old
+                    module.warn("channel %s stays on %s: %s is older" % (p["channel"], old, p["version"]))
+            if move:
+                info.update(changed=True, reason="promoted")
+                if not module.check_mode:
+                    neb.request("PUT", neb.app_path("channels", chan["id"]), body={
+                        "application_id": p["app_id"], "arch": arch, "color": chan.get("color") or p["channel_color"],
+                        "name": chan.get("name"), "package_id": pkg.get("id")})
+    return info
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -429,46 +469,8 @@ def main():
     result["package_id"] = pkg.get("id")
 
     if p["channel"]:
-        chans = [c for c in neb.channels() if c.get("name") == p["channel"] and int(c.get("arch", -1)) == arch]
-        info = {"name": p["channel"], "id": None, "before": None, "changed": False, "reason": None}
-        if not chans:
-            if not p["create_channel"]:
-                module.fail_json(msg="Nebraska has no channel %r for %s in app %s: create it or set create_channel"
-                                 % (p["channel"], p["arch"], p["app_id"]))
-            info.update(changed=True, reason="created")
-            if not module.check_mode:
-                chan = neb.request("POST", neb.app_path("channels"), body={
-                    "application_id": p["app_id"], "arch": arch, "color": p["channel_color"], "name": p["channel"],
-                    "package_id": pkg.get("id")})
-                info["id"] = chan.get("id")
-        else:
-            chan = chans[0]
-            info["id"] = chan.get("id")
-            info["before"] = chan.get("package_id") or None
-            if info["before"] == pkg.get("id") and pkg.get("id"):
-                info["reason"] = "already on this package"
-            else:
-                move = True
-                if info["before"]:
-                    old = (chan.get("package") or {}).get("version")
-                    if not old:
-                        old = (neb.request("GET", neb.app_path("packages", info["before"])) or {}).get("version")
-                    try:
-                        older = old and compare(p["version"], old) < 0
-                    except VersionError:
-                        older = False
-                    if older and not p["allow_downgrade"]:
-                        move = False
-                        info["reason"] = "channel is on newer %s; not moved back (allow_downgrade)" % old
-                        module.warn("channel %s stays on %s: %s is older" % (p["channel"], old, p["version"]))
-                if move:
-                    info.update(changed=True, reason="promoted")
-                    if not module.check_mode:
-                        neb.request("PUT", neb.app_path("channels", chan["id"]), body={
-                            "application_id": p["app_id"], "arch": arch, "color": chan.get("color") or p["channel_color"],
-                            "name": chan.get("name"), "package_id": pkg.get("id")})
-        result["channel"] = info
-        result["changed"] = result["changed"] or info["changed"]
+        result["channel"] = channel(module, neb, pkg, arch)
+        result["changed"] = result["changed"] or result["channel"]["changed"]
     module.exit_json(**result)
 
 

@@ -110,7 +110,7 @@ options:
     type: bool
     default: false
   log_path:
-    description: Log of the tool runs. Defaults to C(logs/payload.log) next to the record, else a private temporary directory.
+    description: Log of the tool runs. Defaults to C(logs/payload.log) next to the record, else C($TMPDIR/kiln-<uid>/update_payload.log). Check mode writes no log.
     type: path
 """
 
@@ -184,8 +184,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _crau, _digests
 from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import role_of
-from ansible_collections.kiln.flatcar.plugins.module_utils._record import BuildRecord, RecordError, describe_output, digest
-from ansible_collections.kiln.flatcar.plugins.module_utils._runner import DEFAULT_PATH, Runner
+from ansible_collections.kiln.flatcar.plugins.module_utils._runner import DEFAULT_PATH
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateError, Stage, locate
 
 STAGE = "payload"
 TOOLS = ("core_sign_update", "delta_generator")
@@ -339,52 +339,20 @@ def main():
     )
     p = module.params
     try:
-        record_path, root = _digests.record_location(p["record_path"], p["scripts_dir"], p["board"], p["build_root"])
-    except _digests.DigestsError as exc:
+        location = locate(p["record_path"], p["scripts_dir"], p["board"], build_root=p["build_root"])
+    except LocateError as exc:
         module.fail_json(msg=str(exc))
-    record = None
-    recorded = None
-    if record_path:
-        try:
-            record = BuildRecord.open(record_path, create=False, read_only=module.check_mode)
-        except RecordError as exc:
-            module.fail_json(msg=str(exc), record_path=record_path)
-        recorded = _digests.recorded_files(record.data)
-    build_dir = p["build_dir"]
-    if not build_dir and record is not None and record.data.get("build_dir"):
-        build_dir = os.path.join(root, record.data["build_dir"])
-    if not build_dir:
-        module.fail_json(msg="no build_dir given and no build record with a build_dir: set build_dir")
-    build_dir = os.path.abspath(build_dir)
-    if p["log_path"]:
-        log_path = p["log_path"]
-    elif record_path:
-        log_path = os.path.join(os.path.dirname(record_path), "logs", STAGE + ".log")
-    else:
-        base = os.path.join(tempfile.gettempdir(), "kiln-%d" % os.getuid())
-        os.makedirs(base, mode=0o700, exist_ok=True)
-        log_path = os.path.join(base, "update_payload.log")
-    result = {"changed": False, "log_path": log_path}
-    if record_path:
-        result["record_path"] = record_path
-    state = {"begun": False}
-
-    def on_failure(msg, payload):
-        if record is not None and state["begun"]:
-            record.fail(STAGE, msg, details={"rc": payload.get("rc")})
-        if record is not None:
-            record.close()
-
-    runner = Runner(module, log_path=log_path, fail_extra=dict(result), on_failure=on_failure)
-    try:
-        _run(module, p, runner, record, recorded, root, build_dir, result, state)
-    finally:
-        if record is not None:
-            record.close()
+    with Stage(module, STAGE, location, log_path=p["log_path"]) as stage:
+        build_dir = p["build_dir"]
+        if not build_dir and stage.record is not None and stage.record.data.get("build_dir"):
+            build_dir = os.path.join(location.build_root, stage.record.data["build_dir"])
+        if not build_dir:
+            module.fail_json(msg="no build_dir given and no build record with a build_dir: set build_dir")
+        _run(module, stage, stage.runner(), os.path.abspath(build_dir))
 
 
-def _run(module, p, runner, record, recorded, root, build_dir, result, state):
-    out_dir = os.path.abspath(p["output_dir"] or build_dir)
+def load_public_keys(p, runner):
+    """Check the key options; return [(path, public key)]."""
     if len(p["private_keys"]) != len(p["public_keys"]):
         runner.fail("%d private keys but %d public keys: give one public key per private key"
                     % (len(p["private_keys"]), len(p["public_keys"])))
@@ -403,8 +371,11 @@ def _run(module, p, runner, record, recorded, root, build_dir, result, state):
                 pubkeys.append((path, _crau.load_rsa_public_key(fh.read())))
         except (OSError, _crau.PayloadError) as exc:
             runner.fail("public key %s: %s" % (path, exc))
+    return pubkeys
 
-    # what to build: (name, image, kernel)
+
+def plan_jobs(p, runner, build_dir):
+    """What to build: [(payload name, image, kernel or None)]."""
     jobs = []
     if p["main_payload"]:
         image = p["image"] or os.path.join(build_dir, "flatcar_production_update.bin")
@@ -427,24 +398,34 @@ def _run(module, p, runner, record, recorded, root, build_dir, result, state):
         jobs.append((payload_name(raw), raw, None))
     if not jobs:
         runner.fail("nothing to build: main_payload is false and no sysext .raw images were found")
+    return jobs
 
-    # inputs: one pass each, checked against the record
+
+def hash_inputs(stage, runner, jobs):
+    """One pass over each input, checked against the build record: {path: hashes}."""
+    recorded = _digests.recorded_files(stage.record.data) if stage.record is not None else None
     in_hashes = {}
     for _name, image, kernel in jobs:
         for f in (image, kernel):
-            if f and f not in in_hashes:
-                h = _digests.hash_file(f, ("sha256",))
-                if f.endswith(".bz2"):
-                    h["raw_sha256"], h["raw_size"] = bz2_sha256(f)
-                in_hashes[f] = h
-                if recorded is not None:
-                    rel = os.path.relpath(f, root)
-                    rec = recorded.get(rel)
-                    if rec is not None and (rec.get("sha256") != h["sha256"] or rec.get("size") != h["size"]):
-                        runner.fail("%s no longer matches the build record (sha256 differs from stage %s): refusing to "
-                                    "build payloads from it" % (f, rec.get("stage")))
+            if not f or f in in_hashes:
+                continue
+            h = _digests.hash_file(f, ("sha256",))
+            if f.endswith(".bz2"):
+                h["raw_sha256"], h["raw_size"] = bz2_sha256(f)
+            in_hashes[f] = h
+            rec = recorded.get(stage.location.relative(f)) if recorded is not None else None
+            if rec is not None and (rec.get("sha256") != h["sha256"] or rec.get("size") != h["size"]):
+                runner.fail("%s no longer matches the build record (sha256 differs from stage %s): refusing to "
+                            "build payloads from it" % (f, rec.get("stage")))
+    return in_hashes
 
-    # current payloads?
+
+def _run(module, stage, runner, build_dir):
+    p = module.params
+    out_dir = os.path.abspath(p["output_dir"] or build_dir)
+    pubkeys = load_public_keys(p, runner)
+    jobs = plan_jobs(p, runner, build_dir)
+    in_hashes = hash_inputs(stage, runner, jobs)
     plan = []
     for name, image, kernel in jobs:
         dest = os.path.join(out_dir, name)
@@ -455,23 +436,16 @@ def _run(module, p, runner, record, recorded, root, build_dir, result, state):
         "jobs": [[n, os.path.basename(i), in_hashes[i]["sha256"], k and in_hashes[k]["sha256"]] for n, i, k, _d, _r in plan],
         "public_keys": [_crau.key_fingerprint(k) for _l, k in pubkeys],
     }
-    input_digest = digest(inputs)
+    current, _why = stage.is_current(inputs)
     to_build = [x for x in plan if x[4]]
-    record_current = True
-    if record is not None:
-        stage = record.stage(STAGE)
-        record_current = bool(stage and stage.get("status") == "passed" and stage.get("input_digest") == input_digest
-                              and not record.verify_outputs(STAGE, build_root=root))
+    result = stage.base_result()
+    result["changed"] = bool(to_build) or (stage.record is not None and not current)
     if module.check_mode:
-        result["changed"] = bool(to_build) or not record_current
         result["payloads"] = [{"path": d, "name": n, "source": i, "action": "build" if r else "unchanged", "reason": r}
                               for n, i, _k, d, r in plan]
         module.exit_json(**result)
-
-    if record is not None and (to_build or not record_current):
-        record.begin(STAGE, inputs, input_digest, log_path=runner.log_path)
-        state["begun"] = True
-
+    if result["changed"]:
+        stage.begin()
     if to_build:
         os.makedirs(out_dir, exist_ok=True)
         work = tempfile.mkdtemp(prefix=".kiln-payload-", dir=out_dir)
@@ -480,7 +454,6 @@ def _run(module, p, runner, record, recorded, root, build_dir, result, state):
             _build(module, p, runner, to_build, work, in_hashes, pubkeys, build_dir)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-
     payloads = []
     outputs = []
     for name, image, kernel, dest, reason in plan:
@@ -489,19 +462,17 @@ def _run(module, p, runner, record, recorded, root, build_dir, result, state):
                          "reason": reason, "size": info["size"], "sha1_base64": info["sha1_base64"],
                          "sha256_base64": info["sha256_base64"], "sha256_hex": info["sha256_hex"],
                          "signature_count": info["signature_count"]})
-        if record is not None and not os.path.relpath(dest, root).startswith(".."):
-            outputs.append(describe_output(root, dest, role_of(dest), sha256=info["sha256_hex"]))
+        if stage.record is not None and stage.location.relative(dest):
+            outputs.append(stage.describe(dest, role_of(dest), sha256=info["sha256_hex"]))
     result["payloads"] = payloads
-    if record is not None and state["begun"]:
-        record.finish(STAGE, outputs, details={
-            "payloads": [dict((k, v) for k, v in pl.items() if k not in ("path", "action", "reason"))
-                         for pl in payloads],
+    if stage.begun:
+        stage.finish(outputs, details={
+            "payloads": [dict((k, v) for k, v in pl.items() if k not in ("path", "action", "reason")) for pl in payloads],
             "public_keys": inputs["public_keys"],
         })
-        for pl in result["payloads"]:
-            pl["source"] = os.path.relpath(pl["source"], root) if root else pl["source"]
-        result["changed"] = True
-    result["changed"] = result["changed"] or bool(to_build)
+        if stage.record is not None:
+            for pl in result["payloads"]:
+                pl["source"] = stage.location.relative(pl["source"]) or pl["source"]
     module.exit_json(**result)
 
 

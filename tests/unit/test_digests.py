@@ -94,15 +94,6 @@ def test_signable():
     assert _digests.is_signable("flatcar_production_image.bin.bz2")
 
 
-def test_record_location(tmp_path):
-    rec = tmp_path / "images" / "kiln" / "amd64-usr" / "1.2.3" / "build-record.json"
-    path, root = _digests.record_location(str(rec))
-    assert path == str(rec) and root == str(tmp_path / "images")
-    assert _digests.record_location(None) == (None, None)
-    with pytest.raises(_digests.DigestsError):
-        _digests.record_location(None, scripts_dir=str(tmp_path))
-
-
 def test_parallel_groups_give_the_same_digests_as_one_thread(tmp_path):
     path = tmp_path / "big.bin"
     block = os.urandom(1024 * 1024)
