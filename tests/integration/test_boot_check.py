@@ -471,3 +471,136 @@ def test_test_playbook_records_and_blocks(disks, tmp_path):
     assert run.rc != 0
     assert "changed since the image stage recorded it" in run.stdout
     no_qemu_left()
+
+
+# --------------------------------------------------------------------------------------------
+# issue 15: per-phase boot timings, and the same verdicts with the faster settings
+# --------------------------------------------------------------------------------------------
+def test_boot_phases_from_marks():
+    marks = {"firmware": {"at_s": 1.0}, "bootloader": {"at_s": 3.5}, "kernel": {"at_s": 5.0},
+             "initramfs": {"at_s": 6.0}, "ignition": {"at_s": 6.25}}
+    assert q.boot_phases(marks, 7.0) == {"firmware_s": 1.0, "bootloader_s": 2.5, "kernel_s": 1.5, "initramfs_s": 1.0,
+                                         "ignition_s": 0.25, "userspace_s": 0.75}
+    # a quiet kernel shows no "Run /init": the kernel phase is None and its time goes to the initramfs phase
+    quiet = {"firmware": {"at_s": 1.0}, "initramfs": {"at_s": 6.0}}
+    assert q.boot_phases(quiet, 7.0) == {"firmware_s": 1.0, "bootloader_s": None, "kernel_s": None, "initramfs_s": 5.0,
+                                         "ignition_s": None, "userspace_s": 1.0}
+    # a failed boot has no end: the phases stop at the last boundary seen
+    assert q.boot_phases({"firmware": {"at_s": 2.0}})["userspace_s"] is None
+    # a boundary seen before an earlier one (same console read) never makes a phase negative
+    assert q.boot_phases({"firmware": {"at_s": 2.0}, "bootloader": {"at_s": 1.9}}, 3.0)["bootloader_s"] == 0.0
+
+
+def test_uefi_firmware_does_not_wait_for_a_key():
+    """edk2's boot-menu timeout (ArmVirtQemu: 5 s) is set to 0 through fw_cfg; SeaBIOS gets no boot menu."""
+    for arch in ("amd64", "arm64"):
+        argv = q.build_command("qemu", arch, "tcg", "kiln-boot-x", "/c.log", "/d.qcow2", firmware="uefi",
+                               efi_code="/code.fd", efi_vars="/vars.fd")
+        assert argv[argv.index("-boot") + 1] == "menu=on,splash-time=0"
+    argv = q.build_command("qemu", "amd64", "tcg", "kiln-boot-x", "/c.log", "/d.qcow2", firmware="bios")
+    assert "-boot" not in argv
+
+
+PHASE_MODES = {"amd64-bios": ("amd64", "bios"), "amd64-uefi": ("amd64", "uefi"), "arm64-uefi": ("arm64", "uefi")}
+
+
+class _Capture:
+    @staticmethod
+    def capture(argv, **_kw):
+        p = subprocess.run(argv, capture_output=True, text=True, check=False)
+        return p.returncode, p.stdout, p.stderr
+
+
+@pytest.fixture(scope="module")
+def failure_disks(disks, tmp_path_factory):
+    """Stand-in disks that must fail: a kernel panic (no /init: the kernel cannot mount root=LABEL=ROOT itself)
+    and a wrong partition layout (partition 9 not labelled ROOT)."""
+    d = tmp_path_factory.mktemp("failure-disks")
+    out = {}
+    for arch in ("amd64", "arm64"):
+        panic = str(d / ("%s-panic.bin" % arch))
+        subprocess.run([MKDISK, "--board", arch + "-usr", "--version", VERSION, "--out", panic,
+                        "--append", "rdinit=/kiln-no-such-init"], check=True, capture_output=True)
+        out[(arch, "panic")] = panic
+        layout = str(d / ("%s-layout.bin" % arch))
+        shutil.copyfile(disks[arch], layout)
+        subprocess.run(["sgdisk", "-c", "9:SCRATCH", layout], check=True, capture_output=True)
+        out[(arch, "layout")] = layout
+    return out
+
+
+def supervised_boot(tmp_path, image, mode, ignition=None, timeout=OK_TIMEOUT, success=None):
+    """One boot through kiln's command builder and supervisor (what boot_check runs), on a qcow2 overlay."""
+    arch, firmware = PHASE_MODES[mode]
+    overlay = str(tmp_path / "disk.qcow2")
+    q.make_overlay(image, "raw", overlay, _Capture, shutil.which("qemu-img"))
+    code = vars_ = None
+    if firmware == "uefi":
+        code, tmpl = q.host_firmware(arch, "uefi")
+        vars_ = str(tmp_path / "vars.fd")
+        shutil.copyfile(tmpl, vars_)
+    ign = None
+    if ignition is not None:
+        ign = str(tmp_path / "ignition.json")
+        with open(ign, "w", encoding="utf-8") as fh:
+            fh.write(ignition)
+    console = str(tmp_path / "console.log")
+    tag = q.new_tag("boot")
+    argv = q.build_command(shutil.which(q.QEMU_BINARIES[arch]), arch, "tcg", tag, console, overlay, firmware=firmware,
+                           bios=q.host_firmware(arch, "bios")[0] if firmware == "bios" else None, efi_code=code,
+                           efi_vars=vars_, ignition=ign, memory=384, cpus=1)
+    res = q.supervise(_Capture, argv, console, str(tmp_path / "qemu.log"), success or q.DEFAULT_SUCCESS_MARKERS,
+                      q.DEFAULT_FAILURE_MARKERS, timeout)
+    no_qemu_left(tag)
+    return res
+
+
+@needs_qemu
+@pytest.mark.parametrize("mode", sorted(PHASE_MODES))
+def test_boot_result_carries_phase_timings(disks, tmp_path, mode):
+    res = supervised_boot(tmp_path, disks[PHASE_MODES[mode][0]], mode, ignition='{"ignition": {"version": "3.4.0"}}')
+    assert res["verdict"] == "passed", res
+    phases = res["phases"]
+    assert list(phases) == [p + "_s" for p in q.PHASE_NAMES]
+    # the stand-in's console (no "quiet", like real Flatcar) shows every boundary
+    assert all(v is not None and v >= 0 for v in phases.values()), (phases, res["phase_marks"])
+    assert abs(sum(phases.values()) - res["boot_time_s"]) < 0.05
+    assert set(res["phase_marks"]) == set(q.PHASE_NAMES[:-1])
+    assert "Linux version" in res["phase_marks"]["bootloader"]["line"] or "Booting Linux" in \
+        res["phase_marks"]["bootloader"]["line"]
+    # the kernel-start boundary is moved back by the printk clock: before it was seen, after the firmware ended
+    marks = res["phase_marks"]
+    assert marks["firmware"]["at_s"] <= marks["bootloader"]["at_s"] <= marks["bootloader"]["seen_s"]
+
+
+FAILURES = [
+    # (mode, what, expected verdict, expected failure marker)
+    ("amd64-bios", "panic", "failed", "Kernel panic - not syncing"),
+    ("amd64-uefi", "panic", "failed", "Kernel panic - not syncing"),
+    ("arm64-uefi", "panic", "failed", "Kernel panic - not syncing"),
+    ("amd64-uefi", "ignition", "failed", "Ignition failed"),
+    ("arm64-uefi", "ignition", "failed", "Ignition failed"),
+    ("amd64-bios", "layout", "failed", "You are in emergency mode"),
+    ("arm64-uefi", "layout", "failed", "You are in emergency mode"),
+    ("arm64-uefi", "marker", "timeout", None),
+]
+
+
+@needs_qemu
+@pytest.mark.parametrize("mode,what,verdict,marker", FAILURES, ids=["%s-%s" % (f[0], f[1]) for f in FAILURES])
+def test_failure_verdicts_unchanged(disks, failure_disks, tmp_path, mode, what, verdict, marker):
+    """The faster settings (cloud kernel, no quiet, edk2 without a boot-menu wait) detect the same failures."""
+    arch = PHASE_MODES[mode][0]
+    image = failure_disks.get((arch, what), disks[arch])
+    ignition = '{"ignition": {"version": "2.3.0"}}' if what == "ignition" else None
+    success = [r"kiln-no-such-marker"] if what == "marker" else None
+    res = supervised_boot(tmp_path, image, mode, ignition=ignition, timeout=45 if what == "marker" else OK_TIMEOUT,
+                          success=success)
+    assert res["verdict"] == verdict, res
+    if marker:
+        assert res["failure_marker"]["marker"] == marker, res["failure_marker"]
+    else:
+        assert res["reason"] == "no success marker within 45.0s"
+        # the boot itself went all the way: every phase boundary was seen
+        assert set(res["phase_marks"]) == set(q.PHASE_NAMES[:-1]), res["phase_marks"]
+    assert res["phases"]["userspace_s"] is None

@@ -108,6 +108,9 @@ def qemu_argv(mode: str, disk: Path, work: Path, ignition: Path | None,
                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_}"]
     else:
         raise ValueError(mode)
+    if mode != "bios":
+        # as kiln's boot check: edk2 boots at once instead of waiting for a key (AAVMF: 5 s)
+        argv += ["-boot", "menu=on,splash-time=0"]
     argv += ["-m", "512", "-smp", "1", "-display", "none", "-no-reboot",
              "-serial", f"file:{work / 'console.log'}", "-monitor", "none",
              "-drive", f"if=none,id=d0,format=raw,file={disk}",

@@ -119,7 +119,9 @@ ext4img() {  # ext4img FILE MB LABEL UUID [DIR]
 }
 
 CMDLINE="root=LABEL=ROOT mount.usr=PARTUUID=$U_USR_A mount.usrflags=ro rootflags=rw consoleblank=0"
-CMDLINE="$CMDLINE flatcar.first_boot=detected flatcar.oem.id=qemu console=$CONSOLE quiet"
+# No "quiet": real Flatcar's grub.cfg passes none, so its console shows the kernel log (and with it
+# "Linux version" and "Run /init as init process", the phase boundaries kiln's boot check times).
+CMDLINE="$CMDLINE flatcar.first_boot=detected flatcar.oem.id=qemu console=$CONSOLE"
 [ -n "$APPEND" ] && CMDLINE="$CMDLINE $APPEND"
 
 # ---- ESP (vfat, mtools) -----------------------------------------------------
@@ -132,13 +134,15 @@ if [ "$BOOTLOADER" = 1 ]; then
     cp "$A/BOOT.EFI" "$S/$EFI_NAME"
     cp "$A/vmlinuz" "$S/vmlinuz-a"
     cp "$A/initrd.img" "$S/initrd-a"
-    printf 'default flatcar-a.conf\ntimeout 0\neditor no\n' > "$S/loader.conf"
+    # Menu timeouts of 1 s, as real Flatcar's GRUB (build_library/grub.cfg: "set timeout=1"), which
+    # no QEMU setting can shorten: a boot check sees the same wait on the stand-in as on a real image.
+    printf 'default flatcar-a.conf\ntimeout 1\neditor no\n' > "$S/loader.conf"
     printf 'title Flatcar Container Linux %s (USR-A)\nversion %s\nlinux /flatcar/vmlinuz-a\ninitrd /flatcar/initrd-a\noptions %s\n' \
         "$VERSION" "$VERSION" "$CMDLINE" > "$S/flatcar-a.conf"
     cat > "$S/grub.cfg" <<EOF
 # kiln stand-in: GRUB i386-pc (BIOS) config, found via core.img's embedded
 # "search --label EFI-SYSTEM; set prefix=(\$root)/flatcar/grub".
-set timeout=0
+set timeout=1
 serial --unit=0 --speed=115200 --word=8 --parity=no --stop=1
 terminal_input serial console
 terminal_output serial console
