@@ -257,6 +257,8 @@ def test_amd64_bios_with_ignition_and_record(disks, tmp_path):
     assert res["verdict"] == "passed" and res["changed"] is True
     assert res["accel"] == "tcg" or res["kvm"]["usable"]
     assert 0 < res["boot_time_s"] < OK_TIMEOUT
+    # the module returns (and records) where the boot time went
+    assert set(res["phases"]) == set(p + "_s" for p in q.PHASE_NAMES) and res["phases"]["kernel_s"] is not None
     assert {m["marker"] for m in res["matched_markers"]} & set(q.DEFAULT_SUCCESS_MARKERS)
     # Ignition really applied: the guest wrote the file and printed its digest on the console
     want = hashlib.sha256(b"booted by kiln").hexdigest()
