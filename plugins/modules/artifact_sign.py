@@ -95,7 +95,9 @@ options:
     type: bool
     default: false
   log_path:
-    description: Log file for the gpg runs. Defaults to C(logs/sign.log) next to the build record, else C($TMPDIR/kiln-<uid>/artifact_sign.log). Check mode writes no log.
+    description:
+      - Log file for the gpg runs. Defaults to C(logs/sign.log) next to the build record, else C($TMPDIR/kiln-<uid>/artifact_sign.log).
+      - Check mode writes no log.
     type: path
 notes:
   - gpg-agent caches passphrases (default 10 minutes); set C(default-cache-ttl 0) in the signer's C(gpg-agent.conf)

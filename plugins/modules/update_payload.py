@@ -110,7 +110,9 @@ options:
     type: bool
     default: false
   log_path:
-    description: Log of the tool runs. Defaults to C(logs/payload.log) next to the record, else C($TMPDIR/kiln-<uid>/update_payload.log). Check mode writes no log.
+    description:
+      - Log of the tool runs. Defaults to C(logs/payload.log) next to the record, else C($TMPDIR/kiln-<uid>/update_payload.log).
+      - Check mode writes no log.
     type: path
 """
 

@@ -95,17 +95,17 @@ def test_import_export_idempotent_and_secret(key, tmp_path):
 
         # second run (also with reimport): nothing changes; check mode agrees
         kill_agent(home)
-        res, _ = run_module(M, args)
+        res, _run = run_module(M, args)
         assert not res["changed"], res
-        res, _ = run_module(M, dict(args, reimport=True))
+        res, _run = run_module(M, dict(args, reimport=True))
         assert not res["changed"] and not res["imported"], res
         kill_agent(home)
         before = snapshot(home, str(tmp_path))
-        res, _ = run_module(M, dict(args, reimport=True, public_key_mode="0640"), check=True)
+        res, _run = run_module(M, dict(args, reimport=True, public_key_mode="0640"), check=True)
         assert res["changed"] and res["public_key_written"] and not res["imported"]
         assert snapshot(home, str(tmp_path)) == before, "check mode wrote something"
         # without private_key the present key is enough
-        res, _ = run_module(M, {"gnupghome": home, "fingerprint": key["fpr"], "public_key_path": str(pub)})
+        res, _run = run_module(M, {"gnupghome": home, "fingerprint": key["fpr"], "public_key_path": str(pub)})
         assert not res["changed"] and res["secret"]
     finally:
         kill_agent(home)
@@ -115,16 +115,16 @@ def test_import_export_idempotent_and_secret(key, tmp_path):
 def test_refusals_are_one_line(key):
     home = new_home()
     try:
-        res, _ = run_module(M, {"gnupghome": home, "fingerprint": key["fpr"][-16:]})
+        res, _run = run_module(M, {"gnupghome": home, "fingerprint": key["fpr"][-16:]})
         assert res.get("failed") and "is not a full fingerprint" in res["msg"]
-        res, _ = run_module(M, {"gnupghome": home, "fingerprint": key["fpr"]})
+        res, _run = run_module(M, {"gnupghome": home, "fingerprint": key["fpr"]})
         assert res.get("failed") and "\n" not in res["msg"]
         assert res["msg"] == "secret key %s is not in %s: give private_key (the armored secret key) or import it by hand" % (key["fpr"], home)
         res, run = run_module(M, {"gnupghome": home, "fingerprint": key["fpr"], "private_key": key["other_secret"]})
         assert res.get("failed") and "\n" not in res["msg"]
         assert res["msg"].startswith("private_key does not hold the secret key %s" % key["fpr"]), res["msg"]
         assert "PRIVATE KEY BLOCK" not in run.stdout + json.dumps(run.events)
-        res, _ = run_module(M, {"gnupghome": home, "fingerprint": key["fpr"], "private_key": key["public"]})
+        res, _run = run_module(M, {"gnupghome": home, "fingerprint": key["fpr"], "private_key": key["public"]})
         assert res.get("failed") and "not an armored secret key" in res["msg"]
     finally:
         kill_agent(home)

@@ -45,17 +45,17 @@ def binfmt(tmp_path):
 
 
 def test_programs_disk_and_memory(tmp_path):
-    res, _ = run_module(M, {"programs": ["sh", "kiln-no-such-program"], "path": str(tmp_path / "not" / "yet"),
-                            "min_mem_gb": 0.001})
+    res, _run = run_module(M, {"programs": ["sh", "kiln-no-such-program"], "path": str(tmp_path / "not" / "yet"),
+                               "min_mem_gb": 0.001})
     assert res.get("failed") and "\n" not in res["msg"]
     assert res["msg"] == "kiln-no-such-program not found on PATH: install it"
     assert res["programs_missing"] == ["kiln-no-such-program"] and "sh" in res["programs_found"]
     # a path that does not exist yet is measured on its nearest existing parent
     assert res["free_path"] == str(tmp_path) and res["free_gb"] > 0 and res["mem_gb"] > 0
-    res, _ = run_module(M, {"path": str(tmp_path), "min_free_gb": 10 ** 7, "min_mem_gb": 10 ** 7})
+    res, _run = run_module(M, {"path": str(tmp_path), "min_free_gb": 10 ** 7, "min_mem_gb": 10 ** 7})
     assert res.get("failed") and "\n" not in res["msg"]
     assert "GiB free on %s, need 10000000 GiB" % tmp_path in res["msg"] and "GiB memory, need 10000000 GiB" in res["msg"]
-    res, _ = run_module(M, {"path": str(tmp_path), "min_free_gb": 10 ** 7, "fail_on_problems": False})
+    res, _run = run_module(M, {"path": str(tmp_path), "min_free_gb": 10 ** 7, "fail_on_problems": False})
     assert not res.get("failed") and not res["changed"] and len(res["problems"]) == 1
 
 
@@ -64,12 +64,12 @@ def test_binfmt_registration_and_check_mode(tmp_path, binfmt):
     args = {"binfmt_aarch64": True, "binfmt_misc_dir": str(d), "binfmt_interpreter": str(interp), "binfmt_required": True,
             "programs": ["sh"], "path": str(tmp_path), "min_free_gb": 0.001}
     before = snapshot(tmp_path)
-    res, _ = run_module(M, args, check=True)
+    res, _run = run_module(M, args, check=True)
     assert not res.get("failed"), res
     assert res["changed"] and res["binfmt"]["state"] == "would register" and res["binfmt"]["ok"]
     assert snapshot(tmp_path) == before, "check mode wrote something"
 
-    res, _ = run_module(M, args)
+    res, _run = run_module(M, args)
     assert res["changed"] and res["binfmt"]["state"] == "registered", res
     # exactly one registration line, in the format qemu-binfmt-conf.sh writes (flag F: interpreter opened now)
     written = (d / "register").read_bytes().decode()
@@ -79,10 +79,10 @@ def test_binfmt_registration_and_check_mode(tmp_path, binfmt):
     # the kernel creates the entry: a second run changes nothing, in check mode neither
     (d / "qemu-aarch64").write_text("enabled\ninterpreter %s\nflags: F\n" % interp)
     (d / "register").write_bytes(b"")
-    res, _ = run_module(M, args)
+    res, _run = run_module(M, args)
     assert not res["changed"] and res["binfmt"]["state"] == "registered"
     assert (d / "register").read_bytes() == b""
-    res, _ = run_module(M, args, check=True)
+    res, _run = run_module(M, args, check=True)
     assert not res["changed"]
 
 
@@ -91,23 +91,23 @@ def test_binfmt_cannot_be_made(tmp_path, binfmt):
     (d / "register").unlink()  # not mounted
     base = {"binfmt_aarch64": True, "binfmt_misc_dir": str(d), "binfmt_interpreter": str(interp), "binfmt_mount": False}
     before = snapshot(tmp_path)
-    res, _ = run_module(M, base)
+    res, _run = run_module(M, base)
     assert not res.get("failed") and not res["changed"]
     assert res["binfmt"]["state"] == "binfmt_misc not mountable" and not res["binfmt"]["ok"]
     assert res["notices"] and "mount binfmt_misc" in res["notices"][0]
-    res, _ = run_module(M, dict(base, binfmt_required=True))
+    res, _run = run_module(M, dict(base, binfmt_required=True))
     assert res.get("failed") and "\n" not in res["msg"]
     assert res["msg"].startswith("cannot register qemu-user-static for aarch64 (binfmt_misc not mountable")
     assert snapshot(tmp_path) == before
     (d / "register").write_bytes(b"")
     before = snapshot(tmp_path)
-    res, _ = run_module(M, dict(base, binfmt_required=True, binfmt_interpreter=str(tmp_path / "missing")), check=True)
+    res, _run = run_module(M, dict(base, binfmt_required=True, binfmt_interpreter=str(tmp_path / "missing")), check=True)
     assert res.get("failed") and "interpreter missing" in res["msg"] and "install qemu-user-static" in res["msg"]
     assert snapshot(tmp_path) == before
 
 
 def test_not_asked_reports_not_needed(tmp_path):
-    res, _ = run_module(M, {"binfmt_misc_dir": str(tmp_path)}, check=True)
+    res, _run = run_module(M, {"binfmt_misc_dir": str(tmp_path)}, check=True)
     assert not res["changed"] and res["binfmt"]["state"] == "not needed" and res["binfmt"]["ok"]
-    res, _ = run_module(M, {"programs": ["/bin/sh"]})
+    res, _run = run_module(M, {"programs": ["/bin/sh"]})
     assert res.get("failed") and "names found on PATH, not paths" in res["msg"]

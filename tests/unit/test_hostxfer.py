@@ -93,7 +93,7 @@ def test_ssh_agent_keeps_the_key_off_disk_and_dies(tmp_path):
     finally:
         agent.close()
     assert os.listdir(str(work)) == []
-    for _ in range(100):
+    for _attempt in range(100):
         if not os.path.exists("/proc/%d" % pid) or open("/proc/%d/stat" % pid).read().split()[2] == "Z":
             break
         time.sleep(0.05)

@@ -24,9 +24,9 @@ BUILDER = {
     "stage_order": ["packages", "image", "vm_image:qemu_uefi", "boot_check:uefi"],
     "stages": {
         "packages": stage(BEFORE, 100.0),
-        "image": stage(DURING, 20.5, outputs=[{"path": "images/amd64-usr/x/flatcar_production_image.bin", "role": "generic_image",
-                                                "sha256": "ab" * 32, "size": 10}, {"path": "images/amd64-usr/x/version.txt",
-                                                                                   "role": "version", "sha256": "cd" * 32, "size": 1}]),
+        "image": stage(DURING, 20.5, outputs=[
+            {"path": "images/amd64-usr/x/flatcar_production_image.bin", "role": "generic_image", "sha256": "ab" * 32, "size": 10},
+            {"path": "images/amd64-usr/x/version.txt", "role": "version", "sha256": "cd" * 32, "size": 1}]),
         "vm_image:qemu_uefi": stage(DURING, 4.5),
         "boot_check:uefi": stage(DURING, 30.0),
     },
