@@ -177,6 +177,27 @@ def import_secret(gpg, data):
     return result.rc == 0 and bool(fprs), changed, fprs, result
 
 
+def export_public(runner, gpg, fpr, dest, mode, check_mode):
+    """Write the armored public key of ``fpr`` to ``dest`` with ``mode``; whether it (or its mode) changed."""
+    rc, armored, err = runner.capture(gpg.base() + ["--armor", "--export", "--", fpr], env=gpg.env())
+    if rc != 0 or "PUBLIC KEY BLOCK" not in armored:
+        detail = (err or "").strip().splitlines()
+        runner.fail("gpg --export %s failed with rc=%d: %s" % (fpr, rc, detail[-1] if detail else "no public key block"))
+    try:
+        with open(dest, "r", encoding="utf-8") as fh:
+            current = fh.read()
+        current_mode = os.stat(dest).st_mode & 0o7777
+    except OSError:
+        current, current_mode = None, None
+    write = current != armored or current_mode != mode
+    if write and not check_mode:
+        if current != armored:
+            atomic_write(dest, armored, mode=mode)
+        else:
+            os.chmod(dest, mode)
+    return write
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -253,24 +274,8 @@ def main():
         result["changed"] = result["changed"] or imported
 
         if p["public_key_path"]:
-            rc, armored, err = runner.capture(gpg.base() + ["--armor", "--export", "--", fpr], env=gpg.env())
-            if rc != 0 or "PUBLIC KEY BLOCK" not in armored:
-                detail = (err or "").strip().splitlines()
-                runner.fail("gpg --export %s failed with rc=%d: %s" % (fpr, rc, detail[-1] if detail else "no public key block"))
-            dest = p["public_key_path"]
-            try:
-                with open(dest, "r", encoding="utf-8") as fh:
-                    current = fh.read()
-                current_mode = os.stat(dest).st_mode & 0o7777
-            except OSError:
-                current, current_mode = None, None
-            write = current != armored or current_mode != mode
-            if write and not module.check_mode:
-                if current != armored:
-                    atomic_write(dest, armored, mode=mode)
-                else:
-                    os.chmod(dest, mode)
-            result.update(public_key_path=dest, public_key_written=write)
+            write = export_public(runner, gpg, fpr, p["public_key_path"], mode, module.check_mode)
+            result.update(public_key_path=p["public_key_path"], public_key_written=write)
             result["changed"] = result["changed"] or write
     finally:
         if gpg is not None:
