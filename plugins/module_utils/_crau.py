@@ -421,6 +421,101 @@ def _info(info):
     return {"size": info.get("size"), "sha256": binascii.hexlify(info.get("hash", b"")).decode("ascii") or None}
 
 
+def _blob_ranges(manifest, metadata_size, blob_end, check_blobs, problems):
+    """[abs_start, abs_end, expected sha256, label, hasher] of every operation's data, sorted by start."""
+    ranges = []
+    all_ops = [("partition_operations[%d]" % i, op) for i, op in enumerate(manifest["partition_operations"])]
+    for pi, proc in enumerate(manifest["procedures"]):
+        all_ops += [("procedures[%d].operations[%d]" % (pi, i), op) for i, op in enumerate(proc["operations"])]
+    for label, op in all_ops:
+        off, length = op.get("data_offset"), op.get("data_length")
+        if length:
+            start = metadata_size + (off or 0)
+            if start + length > blob_end:
+                raise PayloadError("%s data (offset %d, length %d) runs past the blob area" % (label, off or 0, length))
+            if check_blobs and op.get("data_sha256_hash"):
+                ranges.append([start, start + length, op["data_sha256_hash"], label, hashlib.sha256()])
+            elif check_blobs:
+                problems.append("%s has no data_sha256_hash" % label)
+    ranges.sort(key=lambda r: r[0])
+    return ranges
+
+
+def _stream(fh, chunk, ranges, blob_end, signed):
+    """One pass over the file: (sha1, sha256, sha256 of what is signed, signature blob); feeds ``ranges``."""
+    sha1 = hashlib.sha1()
+    sha256 = hashlib.sha256()
+    signed_hash = hashlib.sha256()
+    fh.seek(0)
+    pos = 0
+    sig_blob = bytearray()
+    active = 0
+    while True:
+        block = fh.read(chunk)
+        if not block:
+            break
+        end = pos + len(block)
+        sha1.update(block)
+        sha256.update(block)
+        if pos < blob_end:
+            signed_hash.update(block[:max(0, min(len(block), blob_end - pos))])
+        if signed and end > blob_end:
+            sig_blob += block[max(0, blob_end - pos):]
+        while active < len(ranges) and ranges[active][1] <= pos:
+            active += 1
+        j = active
+        while j < len(ranges) and ranges[j][0] < end:
+            r = ranges[j]
+            lo, hi = max(r[0], pos), min(r[1], end)
+            if hi > lo:
+                r[4].update(block[lo - pos:hi - pos])
+            j += 1
+        pos = end
+    return sha1.digest(), sha256.digest(), signed_hash.digest(), bytes(sig_blob)
+
+
+def _check_signatures(sig_blob, digest, public_keys, problems):
+    """(signatures, verified key labels) of the Signatures message; a key that verifies none is a problem."""
+    signatures = []
+    verified_keys = []
+    try:
+        sigs = decode_signatures(sig_blob)["signatures"]
+    except PayloadError as exc:
+        raise PayloadError("Signatures message is malformed: %s" % exc)
+    for i, sig in enumerate(sigs):
+        entry = {"index": i, "version": sig.get("version"), "size": len(sig.get("data", b"")), "verified_by": None}
+        for label, key in public_keys:
+            recovered = rsa_recover_sha256(sig.get("data", b""), key)
+            if recovered is not None and recovered == digest:
+                entry["verified_by"] = label
+                if label not in verified_keys:
+                    verified_keys.append(label)
+                break
+        signatures.append(entry)
+    for label, _key in public_keys:
+        if label not in verified_keys:
+            problems.append("no signature verifies with public key %s" % label)
+    return signatures, verified_keys
+
+
+def _manifest_summary(manifest, sig_off, sig_size):
+    kernel = [p for p in manifest["procedures"] if p.get("type", 0) == 0]
+    return {
+        "block_size": manifest.get("block_size", 4096),
+        "partition_operations": _summarize_ops(manifest["partition_operations"]),
+        "noop_operations": len(manifest["noop_operations"]),
+        "new_partition_info": _info(manifest.get("new_partition_info")),
+        "old_partition_info": _info(manifest.get("old_partition_info")),
+        "procedures": [{"type": PROCEDURE_TYPES.get(p.get("type", 0), str(p.get("type"))),
+                        "operations": _summarize_ops(p["operations"]),
+                        "new_info": _info(p.get("new_info"))} for p in manifest["procedures"]],
+        "has_kernel": bool(kernel),
+        "signatures_offset": sig_off,
+        "signatures_size": sig_size,
+        "delta": bool(manifest.get("old_partition_info")),
+    }
+
+
 def inspect(path, public_keys=(), check_blobs=True, chunk=CHUNK):
     """Parse and verify a CrAU payload in one pass.
 
@@ -434,8 +529,7 @@ def inspect(path, public_keys=(), check_blobs=True, chunk=CHUNK):
         metadata_size = HEADER_SIZE + manifest_size
         if size < metadata_size:
             raise PayloadError("payload is truncated: %d bytes, its manifest alone needs %d" % (size, metadata_size))
-        manifest_bytes = fh.read(manifest_size)
-        manifest = decode_manifest(manifest_bytes)
+        manifest = decode_manifest(fh.read(manifest_size))
         sig_off = manifest.get("signatures_offset")
         sig_size = manifest.get("signatures_size")
         signed = sig_off is not None and sig_size is not None
@@ -444,85 +538,19 @@ def inspect(path, public_keys=(), check_blobs=True, chunk=CHUNK):
                 "payload size %d does not match metadata %d + signatures_offset %d + signatures_size %d"
                 % (size, metadata_size, sig_off, sig_size))
         blob_end = metadata_size + sig_off if signed else size
-        # ranges whose sha256 is checked while streaming: (abs_start, abs_end, expected, label)
-        ranges = []
-        all_ops = [("partition_operations[%d]" % i, op) for i, op in enumerate(manifest["partition_operations"])]
-        for pi, proc in enumerate(manifest["procedures"]):
-            all_ops += [("procedures[%d].operations[%d]" % (pi, i), op) for i, op in enumerate(proc["operations"])]
-        for label, op in all_ops:
-            off, length = op.get("data_offset"), op.get("data_length")
-            if length:
-                start = metadata_size + (off or 0)
-                if start + length > blob_end:
-                    raise PayloadError("%s data (offset %d, length %d) runs past the blob area" % (label, off or 0, length))
-                if check_blobs and op.get("data_sha256_hash"):
-                    ranges.append([start, start + length, op["data_sha256_hash"], label, hashlib.sha256()])
-                elif check_blobs:
-                    problems.append("%s has no data_sha256_hash" % label)
-        ranges.sort(key=lambda r: r[0])
+        ranges = _blob_ranges(manifest, metadata_size, blob_end, check_blobs, problems)
         problems += check_layout(manifest, sig_off if signed else None, sig_size if signed else None)
-
-        # one streaming pass over the whole file
-        sha1 = hashlib.sha1()
-        sha256 = hashlib.sha256()
-        signed_hash = hashlib.sha256()
-        fh.seek(0)
-        pos = 0
-        sig_blob = bytearray()
-        active = 0
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            end = pos + len(block)
-            sha1.update(block)
-            sha256.update(block)
-            if pos < blob_end:
-                signed_hash.update(block[:max(0, min(len(block), blob_end - pos))])
-            if signed and end > blob_end:
-                sig_blob += block[max(0, blob_end - pos):]
-            while active < len(ranges) and ranges[active][1] <= pos:
-                active += 1
-            j = active
-            while j < len(ranges) and ranges[j][0] < end:
-                r = ranges[j]
-                lo, hi = max(r[0], pos), min(r[1], end)
-                if hi > lo:
-                    r[4].update(block[lo - pos:hi - pos])
-                j += 1
-            pos = end
+        sha1_d, sha256_d, signed_digest, sig_blob = _stream(fh, chunk, ranges, blob_end, signed)
     if check_blobs:
-        for start, _end, expected, label, h in ranges:
+        for _start, _end, expected, label, h in ranges:
             if h.digest() != expected:
                 problems.append("%s data does not match its data_sha256_hash" % label)
-
-    signatures = []
-    verified_keys = []
+    signatures, verified_keys = [], []
     if signed:
-        try:
-            sigs = decode_signatures(bytes(sig_blob))["signatures"]
-        except PayloadError as exc:
-            raise PayloadError("Signatures message is malformed: %s" % exc)
-        digest = signed_hash.digest()
-        for i, sig in enumerate(sigs):
-            entry = {"index": i, "version": sig.get("version"), "size": len(sig.get("data", b"")), "verified_by": None}
-            for label, key in public_keys:
-                recovered = rsa_recover_sha256(sig.get("data", b""), key)
-                if recovered is not None and recovered == digest:
-                    entry["verified_by"] = label
-                    if label not in verified_keys:
-                        verified_keys.append(label)
-                    break
-            signatures.append(entry)
-        for label, _key in public_keys:
-            if label not in verified_keys:
-                problems.append("no signature verifies with public key %s" % label)
+        signatures, verified_keys = _check_signatures(sig_blob, signed_digest, public_keys, problems)
     elif public_keys:
         problems.append("payload is not signed (no signatures_offset/signatures_size in the manifest)")
-
-    sha1_d, sha256_d = sha1.digest(), sha256.digest()
-    kernel = [p for p in manifest["procedures"] if p.get("type", 0) == 0]
-    result = {
+    return {
         "path": path,
         "size": size,
         "sha1_base64": base64.b64encode(sha1_d).decode("ascii"),
@@ -531,20 +559,7 @@ def inspect(path, public_keys=(), check_blobs=True, chunk=CHUNK):
         "format_version": version,
         "manifest_size": manifest_size,
         "metadata_size": metadata_size,
-        "manifest": {
-            "block_size": manifest.get("block_size", 4096),
-            "partition_operations": _summarize_ops(manifest["partition_operations"]),
-            "noop_operations": len(manifest["noop_operations"]),
-            "new_partition_info": _info(manifest.get("new_partition_info")),
-            "old_partition_info": _info(manifest.get("old_partition_info")),
-            "procedures": [{"type": PROCEDURE_TYPES.get(p.get("type", 0), str(p.get("type"))),
-                            "operations": _summarize_ops(p["operations"]),
-                            "new_info": _info(p.get("new_info"))} for p in manifest["procedures"]],
-            "has_kernel": bool(kernel),
-            "signatures_offset": sig_off,
-            "signatures_size": sig_size,
-            "delta": bool(manifest.get("old_partition_info")),
-        },
+        "manifest": _manifest_summary(manifest, sig_off, sig_size),
         "signed": signed,
         "signature_count": len(signatures),
         "signatures": signatures,
@@ -552,7 +567,6 @@ def inspect(path, public_keys=(), check_blobs=True, chunk=CHUNK):
         "verified": bool(public_keys) and signed and not [p for p in problems if p.startswith("no signature")],
         "problems": problems,
     }
-    return result
 
 
 def signed_hash_of(path):
