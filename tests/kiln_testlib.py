@@ -141,3 +141,28 @@ def flatcar_scripts_dir():
         if os.path.isfile(os.path.join(cand, "lib", "shflags", "shflags")):
             return cand
     return None
+
+
+def fs_snapshot(roots, volatile_roots=()):
+    """(type, size, mtime) of every entry under each of ``roots`` (missing roots are recorded as absent),
+    and of each root itself; for a root in ``volatile_roots`` (e.g. TMPDIR, where gpg makes and removes a
+    scratch directory) its own mtime is left out. Compare two snapshots with ``fs_changes``."""
+    seen = {}
+    for root in roots:
+        root = str(root)
+        if not os.path.lexists(root):
+            seen[root] = None
+            continue
+        for top, dirs, files in os.walk(root):
+            for name in dirs + files:
+                path = os.path.join(top, name)
+                st = os.lstat(path)
+                seen[path] = (st.st_mode >> 12, st.st_size, st.st_mtime_ns)
+        st = os.lstat(root)
+        seen[root] = (st.st_mode >> 12, None if root in [str(v) for v in volatile_roots] else st.st_mtime_ns)
+    return seen
+
+
+def fs_changes(before, after):
+    """Paths added, removed or changed between two ``fs_snapshot`` results."""
+    return sorted(set(before) ^ set(after)) + sorted(p for p in before if p in after and before[p] != after[p])

@@ -17,10 +17,6 @@ options:
       - Its C(sdk_container/.repo/manifests/version.txt) pins the version; the SDK runs with C(run_sdk_container -U) so it is never rewritten.
     type: path
     required: true
-  board:
-    description: Board to build.
-    type: str
-    required: true
   flavour:
     description: SDK flavour (container image C(flatcar-sdk-<flavour>)).
     type: str
@@ -31,11 +27,6 @@ options:
       - Name of the warm SDK container shared by all stages on this host.
       - Defaults to run_sdk_container's own default C(flatcar-sdk-<flavour>-<sdk>_os-<os>), pinned explicitly.
     type: str
-  engine:
-    description: Container engine; V(auto) detects it like the SDK does.
-    type: str
-    default: auto
-    choices: [auto, docker, podman]
   force:
     description: Run the stage even when the build record says it passed with the same inputs.
     type: bool

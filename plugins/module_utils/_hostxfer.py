@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import signal
+import time
 
 
 def ssh_argv(ssh_config=None, ssh_key=None, port=None, options=None):
@@ -29,6 +30,71 @@ def ssh_argv(ssh_config=None, ssh_key=None, port=None, options=None):
     for opt in options or []:
         argv += ["-o", opt]
     return argv
+
+
+def ssh_command(runner, params, workdir=None, ssh="ssh", options=()):
+    """``(argv, agent)`` for the shared ssh options of a module (``_argspec.ssh_args``).
+
+    ``argv`` is the ssh command up to (not including) ``--`` and the target; ``agent`` is a started ``SshAgent``
+    holding ``ssh_private_key`` (the caller closes it on every exit path, see _safety.ExitCleanup), or None.
+    ``workdir`` is a private 0700 directory for the agent socket (needed with ``ssh_private_key``). Returns
+    ``(None, problem)`` with a one-line problem when the agent cannot hold the key."""
+    opts = ["ConnectTimeout=20"] + list(options)
+    if params.get("ssh_host_key_checking"):
+        opts.append("StrictHostKeyChecking=%s" % params["ssh_host_key_checking"])
+    if params.get("ssh_known_hosts_file"):
+        opts.append("UserKnownHostsFile=%s" % params["ssh_known_hosts_file"])
+    agent = None
+    if params.get("ssh_private_key"):
+        module = runner.module
+        agent = SshAgent(runner, workdir, agent=module.get_bin_path("ssh-agent", required=True),
+                         add=module.get_bin_path("ssh-add", required=True))
+        problem = agent.start(params["ssh_private_key"])
+        if problem:
+            return None, problem
+        opts += agent.ssh_options()
+    for value in params.get("ssh_options") or []:  # deprecated: -o values
+        opts.append(value)
+    argv = [ssh] + ssh_argv(params.get("ssh_config"), params.get("ssh_private_key_file"), params.get("ssh_port"), opts)[1:]
+    return argv + list(params.get("ssh_extra_args") or []), agent
+
+
+def target(params, host_key):
+    """``user@host`` (or ``host``) for the module's host option and ``ssh_user``."""
+    user = params.get("ssh_user")
+    return "%s@%s" % (user, params[host_key]) if user else params[host_key]
+
+
+def remote_mkdir(runner, ssh, dest, root, rel, python="python3", msg=None):
+    """``mkdir -p root/rel`` on ``dest`` without a shell: a Python call that gets both as JSON data and refuses a
+    ``rel`` that leaves ``root`` (``..``, an absolute path, or a symlink pointing elsewhere). Returns the real path."""
+    answer = remote_python(runner, ssh, dest, MKDIR_PROGRAM, {"root": root, "rel": rel}, python,
+                           msg=msg or "cannot create %s/%s on %s" % (root, rel, dest))
+    if answer.get("error"):
+        runner.fail("cannot create %s/%s on %s: %s" % (root, rel, dest, answer["error"]))
+    return answer["path"]
+
+
+MKDIR_PROGRAM = r'''
+import os
+def main(p):
+    root, rel = p["root"], p["rel"]
+    parts = [c for c in rel.split("/") if c not in ("", ".")]
+    if os.path.isabs(rel) or ".." in parts or "\0" in rel:
+        return {"error": "%r is not a plain relative path" % rel}
+    os.makedirs(root, exist_ok=True)
+    real_root = os.path.realpath(root)
+    cur = real_root
+    for part in parts:
+        cur = os.path.join(cur, part)
+        if not os.path.isdir(cur):
+            os.mkdir(cur)
+        real = os.path.realpath(cur)
+        if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
+            return {"error": "%s resolves to %s, outside %s" % (cur, real, real_root)}
+        cur = real
+    return {"path": cur}
+'''
 
 
 def ssh_e(argv):
@@ -103,14 +169,38 @@ class SshAgent:
         """ssh -o values that make ssh use this agent and nothing else."""
         return ["IdentityAgent=%s" % self.sock, "IdentityFile=none"]
 
-    def close(self):
+    def close(self, wait=3.0):
+        """Kill the agent and wait (up to ``wait`` seconds, then SIGKILL) until it is gone: when this returns,
+        no process holds the key any more."""
         pid, self.pid = self.pid, None
         if pid:
             try:
                 os.kill(pid, signal.SIGTERM)
             except OSError:
                 pass
+            deadline = time.monotonic() + wait
+            while not _process_gone(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not _process_gone(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
         try:
             os.unlink(self.sock)
         except OSError:
             pass
+
+
+def _process_gone(pid):
+    """True when ``pid`` no longer runs (exited, or a zombie waiting to be reaped by its new parent)."""
+    try:
+        with open("/proc/%d/stat" % pid, "r", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return True
+    return False

@@ -18,18 +18,13 @@ from __future__ import annotations
 import abc
 import os
 import posixpath
-import re
 import shutil
 
-from ansible_collections.kiln.flatcar.plugins.module_utils._hostxfer import SshAgent, remote_python_call, ssh_argv, ssh_e
+from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
+from ansible_collections.kiln.flatcar.plugins.module_utils._hostxfer import remote_python_call, ssh_command, ssh_e, target
 from ansible_collections.kiln.flatcar.plugins.module_utils._mirror import PARTIAL_DIR, MirrorError, own_source, run_op
 from ansible_collections.kiln.flatcar.plugins.module_utils._pub_manifest import Layout, PublishError
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import which
-
-HOST_RE = re.compile(r"^[A-Za-z0-9_\[][A-Za-z0-9_.:%\[\]-]*$")
-USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-# --rsync-path is run by the remote shell: words of plain characters only (e.g. "sudo rsync").
-COMMAND_RE = re.compile(r"^[A-Za-z0-9_./=+-]+( [A-Za-z0-9_./=+-]+)*$")
 
 
 def check_dir_base(value, what):
@@ -154,34 +149,30 @@ class SshDirBackend(LocalBackend):
 
     def __init__(self, layout, opts, runner, workdir):
         LocalBackend.__init__(self, layout, opts, runner, workdir)
-        host, user = opts["mirror_host"], opts["mirror_user"]
-        if not host or not HOST_RE.match(host):
-            raise PublishError("mirror_host %r is not a host name or address (use backend local when the mirror is this host)" % host)
-        if user and not USER_RE.match(user):
-            raise PublishError("mirror_user %r is not a user name" % user)
-        if not COMMAND_RE.match(opts["remote_rsync_path"] or ""):
-            raise PublishError("remote_rsync_path %r: use a program path, optionally after plain words such as sudo" % opts["remote_rsync_path"])
-        self.dest = "%s@%s" % (user, host) if user else host
+        host = opts["mirror_host"]
+        try:  # the one validator per kind (_validate)
+            _validate.host(host, "mirror_host")
+            if opts["ssh_user"]:
+                _validate.user(opts["ssh_user"], "ssh_user")
+            _validate.command(opts["rsync_path"], "rsync_path")
+        except _validate.Invalid as exc:
+            raise PublishError("%s%s" % (exc, " (use backend local when the mirror is this host)" if not host else ""))
+        self.dest = target(opts, "mirror_host")
         module = runner.module
-        ssh = which(module, "ssh", required=True, msg="ssh not found on the source host: install openssh-client")
+        self.ssh_exe = which(module, "ssh", required=True, msg="ssh not found on the source host: install openssh-client")
         self.rsync = opts["rsync_executable"] or which(module, "rsync", required=True, msg="rsync not found on the source host: install rsync")
         self.agent = None
-        options = ["ConnectTimeout=20", "StrictHostKeyChecking=%s" % opts["ssh_host_key_checking"]]
-        if opts["ssh_known_hosts_file"]:
-            options.append("UserKnownHostsFile=%s" % opts["ssh_known_hosts_file"])
-        if opts["ssh_private_key"]:
-            self.agent = SshAgent(runner, workdir, agent=which(module, "ssh-agent", required=True),
-                                  add=which(module, "ssh-add", required=True))
-            options += self.agent.ssh_options()
-        self.ssh = [ssh] + ssh_argv(ssh_key=opts["ssh_private_key_file"], port=opts["mirror_port"], options=options)[1:]
-        self.ssh += list(opts["ssh_extra_args"])
+        self.ssh = None
+        if not opts["ssh_private_key"]:
+            self.ssh, _agent = ssh_command(runner, opts, ssh=self.ssh_exe)
         self.source = own_source()
 
     def open(self):
-        if self.agent is not None:
-            problem = self.agent.start(self.opts["ssh_private_key"])
-            if problem:
+        if self.ssh is None:  # the private key goes into a per-run ssh-agent (_hostxfer.ssh_command)
+            self.ssh, problem = ssh_command(self.runner, self.opts, self.workdir, ssh=self.ssh_exe)
+            if self.ssh is None:
                 raise PublishError(problem)
+            self.agent = problem
 
     def describe(self):
         return "%s:%s" % (self.dest, self.layout.base)
@@ -215,7 +206,7 @@ class SshDirBackend(LocalBackend):
             for f in files:
                 os.symlink(f.source, os.path.join(src, f.name))
             argv = [self.rsync, "-rtpL", "--chmod=D0755,F0644", "--partial-dir=" + PARTIAL_DIR, "--protect-args",
-                    "-e", ssh_e(self.ssh), "--rsync-path=" + self.opts["remote_rsync_path"]]
+                    "-e", ssh_e(self.ssh), "--rsync-path=" + self.opts["rsync_path"]]
             argv += list(self.opts["rsync_extra_args"]) + ["--", src + "/", "%s:%s/" % (self.dest, self.layout.staging(area))]
             self.runner.run(argv, msg="rsync of %d %s file(s) to %s failed; nothing was made visible, rerun to resume"
                             % (len(files), area, self.dest))

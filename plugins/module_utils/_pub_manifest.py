@@ -30,9 +30,10 @@ from typing import Optional, Tuple
 from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import role_of
 from ansible_collections.kiln.flatcar.plugins.module_utils._mirror import STAGING_PREFIX
 from ansible_collections.kiln.flatcar.plugins.module_utils._record import (
-    BOARDS, BuildRecord, RecordError, file_sha256, record_path as make_record_path,
+    BOARDS, BuildRecord, RecordError, file_sha256,
 )
 from ansible_collections.kiln.flatcar.plugins.module_utils._safety import UnsafePath, component, confine
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import locate
 from ansible_collections.kiln.flatcar.plugins.module_utils._version import FlatcarVersion, VersionError
 
 SIDECAR_SUFFIXES = (".DIGESTS.asc", ".DIGESTS", ".sig", ".asc", ".sha256")
@@ -92,17 +93,20 @@ class Release:
         return self.data["stages"]
 
 
+def locate_record(record_path, build_root, board, version):
+    """The record's _stage.Location from the options: record_path (build root four directories above it unless
+    given), or build_root + board + version (the version made canonical and safe as a path component)."""
+    if record_path:
+        return locate(record_path=record_path, build_root=build_root)
+    if not (build_root and board and version):
+        raise PublishError("give record_path, or build_root with board and version, to find the build record")
+    return locate(build_root=build_root, board=board, version=parse_version(version, "version"))
+
+
 def find_record(record_path, build_root, board, version):
     """(record path, build root) from the options."""
-    if record_path:
-        path = os.path.abspath(record_path)
-    else:
-        if not (build_root and board and version):
-            raise PublishError("give record_path, or build_root with board and version, to find the build record")
-        path = make_record_path(os.path.abspath(build_root), board, parse_version(version, "version"))
-    # <build_root>/kiln/<board>/<version>/build-record.json
-    root = os.path.abspath(build_root) if build_root else os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(path))))
-    return path, root
+    location = locate_record(record_path, build_root, board, version)
+    return location.record_path, location.build_root
 
 
 def parse_version(text, what):
@@ -120,6 +124,11 @@ def load_release(path, build_root, want_board=None, want_version=None):
             data = record.data
     except RecordError as exc:
         raise PublishError(str(exc), record_path=path)
+    return release_of(data, path, build_root, want_board, want_version)
+
+
+def release_of(data, path, build_root, want_board=None, want_version=None):
+    """Validate the data of the build record at ``path`` (already loaded, e.g. by the publish stage): a Release."""
     board = data.get("board")
     if not isinstance(board, str) or board not in BOARDS:
         raise PublishError("build record %s names board %r: expected one of %s" % (path, board, ", ".join(sorted(BOARDS))))

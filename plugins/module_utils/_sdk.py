@@ -13,18 +13,14 @@ import json
 import os
 import shutil
 
-from ansible_collections.kiln.flatcar.plugins.module_utils._record import (
-    BOARDS,
-    BuildRecord,
-    RecordError,
-    describe_output,
-    digest,
-    record_path,
-    state_dir,
-)
+from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
+from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import board_args, detect_engine, engine_args, validate_common
+from ansible_collections.kiln.flatcar.plugins.module_utils._record import BOARDS, describe_output
 from ansible_collections.kiln.flatcar.plugins.module_utils._contract import ScriptsContract, command_problems, environment_problems
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import SDK_ENV_PASSTHROUGH, Runner
 from ansible_collections.kiln.flatcar.plugins.module_utils._sdkargv import CONTAINER_ROOT, CONTAINER_SCRIPTS, container_path, sdk_command
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateError, Stage, locate
+from ansible_collections.kiln.flatcar.plugins.module_utils._validate import check
 from ansible_collections.kiln.flatcar.plugins.module_utils._version import (
     CHANNELS,
     VERSIONFILE,
@@ -37,16 +33,17 @@ REGISTRY = "ghcr.io/flatcar"
 FLAVOURS = ("all", "amd64", "arm64")
 CHECKOUT_STATE = "checkout.json"
 
-# argument_spec pieces every SDK stage module takes
+# argument_spec pieces every SDK stage module takes (doc fragment kiln.flatcar._sdk); board and engine are the
+# shared fragments of _argspec (board choices from _record.BOARDS, one detect_engine)
 COMMON_ARGS = dict(
     scripts_dir=dict(type="path", required=True),
-    board=dict(type="str", required=True),
     flavour=dict(type="str", default="all", choices=list(FLAVOURS)),
     container_name=dict(type="str"),
-    engine=dict(type="str", default="auto", choices=["auto", "docker", "podman"]),
     force=dict(type="bool", default=False),
     environment=dict(type="dict", default={}),
 )
+COMMON_ARGS.update(board_args(required=True))
+COMMON_ARGS.update(engine_args())
 
 
 def board_arch(board):
@@ -54,33 +51,7 @@ def board_arch(board):
 
 
 def check_board(module, board):
-    if board not in BOARDS:
-        module.fail_json(msg="unknown board %r: use one of %s" % (board, ", ".join(sorted(BOARDS))))
-
-
-def detect_engine(module, wanted="auto"):
-    """docker or podman, decided like the SDK does (sdk_lib/sdk_container_common.sh)."""
-    docker = module.get_bin_path("docker")
-    podman = module.get_bin_path("podman")
-    if wanted == "docker":
-        if not docker:
-            module.fail_json(msg="container engine docker not found on this host: install docker (or set engine: podman)")
-        return "docker", [docker]
-    if wanted == "podman":
-        if not podman:
-            module.fail_json(msg="container engine podman not found on this host: install podman (or set engine: docker)")
-        return "podman", [podman]
-    if podman and docker:
-        rc, out, _err = module.run_command([docker, "help"])
-        if "podman" in (out or "").lower():
-            return "podman", [podman]
-        return "docker", [docker]
-    if docker:
-        return "docker", [docker]
-    if podman:
-        return "podman", [podman]
-    module.fail_json(msg="no container engine found on this host: install docker or podman (the Flatcar SDK runs in a container)")
-    return None  # not reached
+    check(module, _validate.board, board)
 
 
 def sdk_image_ref(flavour, sdk_version, registry=REGISTRY):
@@ -105,7 +76,10 @@ def container_id(runner, engine_argv, name):
 
 
 class SdkStage:
-    """One SDK build stage run by a module: skip when current, run, record."""
+    """One SDK build stage run by a module, on the stage engine (_stage.Stage, docs/design.md "The stage cycle"):
+    preflight, then ``with stage:`` (open the record: locked, or read-only in check mode) around the module
+    body, whose ``run`` skips when current, reports in check mode, else begins, executes and finishes.
+    Any failure or exception inside the ``with`` marks the stage failed and releases the lock."""
 
     stage = None  # set by subclasses or the constructor
 
@@ -115,6 +89,7 @@ class SdkStage:
         p = module.params
         self.board = p["board"]
         check_board(module, self.board)
+        validate_common(module)
         self.scripts_dir = os.path.abspath(p["scripts_dir"])
         if not os.path.isfile(os.path.join(self.scripts_dir, "run_sdk_container")):
             module.fail_json(
@@ -128,13 +103,18 @@ class SdkStage:
         except VersionError as exc:
             module.fail_json(msg=str(exc))
         self.build_id = self.versionfile.get("FLATCAR_BUILD_ID", self.version.build_id)
-        self.build_root = os.path.join(self.scripts_dir, "__build__", "images")
-        self.state_dir = state_dir(self.build_root, self.board, self.version.version)
-        self.record_path = record_path(self.build_root, self.board, self.version.version)
-        self.log_path = os.path.join(self.state_dir, "logs", stage.replace(":", "_") + ".log")
+        try:
+            self.location = locate(scripts_dir=self.scripts_dir, board=self.board, version=self.version.version)
+        except LocateError as exc:
+            module.fail_json(msg=str(exc))
+        self.build_root = self.location.build_root
+        self.state_dir = self.location.state_dir
+        self.record_path = self.location.record_path
+        self.log_path = self.location.log_path(stage)
         self.flavour = p.get("flavour") or "all"
         self.container_name = p.get("container_name") or default_container_name(self.flavour, self.sdk_version.version, self.version.version)
         self.record = None
+        self.cycle = None
         self._contract = None
         self._preflighted = False
         # The build id is pinned once in version.txt (Flatcar#2041) and every step reads it from there
@@ -158,14 +138,14 @@ class SdkStage:
             env[key] = value
         # FLATCAR_DEV_BUILDS as common.sh will see it (None: the SDK's default server)
         self.dev_builds = None if env.get("FLATCAR_BUILD_ID") else (self.versionfile.get("FLATCAR_DEV_BUILDS") or None)
+        # check mode writes no log (and so makes no logs/ directory), as Stage.runner() does
         self.runner = Runner(
             module,
-            log_path=self.log_path,
+            log_path=os.devnull if module.check_mode else self.log_path,
             env_allow=SDK_ENV_PASSTHROUGH,
             env=env,
             cwd=self.scripts_dir,
-            fail_extra={"stage": stage, "record_path": self.record_path},
-            on_failure=self._on_failure,
+            fail_extra={"stage": stage, "record_path": self.record_path, "log_path": self.log_path},
         )
         self.engine, self.engine_argv = detect_engine(module, p.get("engine") or "auto")
 
@@ -242,7 +222,7 @@ class SdkStage:
             "environment": dict(sorted((self.module.params.get("environment") or {}).items())),
         }
         if previous:
-            inputs["previous_stage"] = {"name": previous, "result_digest": self.record.stage_result_digest(previous) if self.record else None}
+            inputs["previous_stage"] = {"name": previous, "result_digest": self.cycle.result_digest(previous) if self.cycle else None}
         return inputs
 
     def version_fields(self):
@@ -264,15 +244,27 @@ class SdkStage:
         return self.version.channel
 
     def open_record(self):
-        try:
-            self.record = BuildRecord.open(self.record_path, board=self.board, version=self.version_fields(), build_root=self.build_root)
-        except RecordError as exc:
-            self.module.fail_json(msg=str(exc), record_path=self.record_path)
-        self.record.set("build_root", self.build_root)
-        source = self._checkout_state()
-        if source:
-            self.record.set("source", source)
+        """Open the record through the stage engine: locked (created if missing), or read-only in check mode."""
+        self.cycle = Stage(self.module, self.stage, self.location, create=True, version_fields=self.version_fields(),
+                           log_path=self.log_path)
+        self.cycle.open()
+        self.record = self.cycle.record
+        if not self.module.check_mode:
+            self.record.set("build_root", self.build_root)
+            source = self._checkout_state()
+            if source:
+                self.record.set("source", source)
         return self.record
+
+    def __enter__(self):
+        self.open_record()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        """Leaving the module body: unlock; an exception fails the stage with one line (Stage.__exit__)."""
+        if self.cycle is None:
+            return False
+        return self.cycle.__exit__(exc_type, exc, tb)
 
     def _checkout_state(self):
         path = os.path.join(self.build_root, "kiln", CHECKOUT_STATE)
@@ -283,16 +275,8 @@ class SdkStage:
             return None
 
     def require_stage(self, name, hint):
-        stage = self.record.stage(name)
-        if not stage or stage.get("status") != "passed":
-            self.module.fail_json(msg="stage %s has not passed for %s %s: %s" % (name, self.board, self.version.version, hint),
-                                  record_path=self.record_path)
-        return stage
-
-    def _on_failure(self, msg, payload):
-        if self.record is not None and self.record.stage(self.stage):
-            self.record.fail(self.stage, msg, details={"rc": payload.get("rc")})
-            self.record.close()
+        """The entry of an earlier stage that must have passed (else the stage fails with one line ending in ``hint``)."""
+        return self.cycle.require(name, hint)
 
     def check_disk(self, path, need_bytes):
         try:
@@ -307,39 +291,39 @@ class SdkStage:
 
     # -- the cycle ---------------------------------------------------------------------------
     def run(self, inputs, execute, extra_check=None, result_extra=None):
-        """Skip if current; in check mode report; else begin, execute() -> (outputs, details), finish."""
+        """Skip if current; in check mode report (nothing written); else begin, execute() -> (outputs, details), finish.
+
+        Call it inside ``with stage:`` (the record is open); it releases the lock on every way out."""
         module = self.module
         if not self._preflighted:
             module.fail_json(msg="kiln bug: stage %s reached its run without a preflight of its SDK commands" % self.stage)
-        input_digest = digest(inputs)
-        current, reason = self.record.is_current(self.stage, input_digest, extra_check=extra_check)
+        cycle = self.cycle
+        current, reason = cycle.is_current(inputs, extra_check)
         result = dict(
             stage=self.stage,
             board=self.board,
             version=self.version_fields(),
             record_path=self.record_path,
             log_path=self.log_path,
-            input_digest=input_digest,
+            input_digest=cycle.input_digest,
             container_name=self.container_name,
         )
         if result_extra:
             result.update(result_extra)
-        if current and not module.params.get("force"):
-            stage = self.record.stage(self.stage)
-            self.record.close()
-            result.update(changed=False, reason=reason, outputs=stage.get("outputs", []), details=stage.get("details", {}))
+        if current:
+            entry = cycle.entry()
+            cycle.close()
+            result.update(changed=False, reason=reason, outputs=entry.get("outputs", []), details=entry.get("details", {}))
             return result
         if module.check_mode:
-            self.record.close()
-            result.update(changed=True, reason="forced" if current else reason, outputs=[], details={})
+            cycle.close()
+            result.update(changed=True, reason=reason, outputs=[], details={})
             return result
-        self.record.begin(self.stage, inputs, input_digest, log_path=self.log_path)
-        self.runner.note("stage %s for %s %s (%s)" % (self.stage, self.board, self.version.version, "forced" if current else reason))
+        cycle.begin(log_path=self.log_path)
+        self.runner.note("stage %s for %s %s (%s)" % (self.stage, self.board, self.version.version, reason))
         outputs, details = execute()
-        entry = self.record.finish(self.stage, outputs, details)
-        self.record.close()
-        result.update(changed=True, reason="forced" if current else reason, outputs=entry["outputs"], details=entry["details"],
-                      duration_s=entry["duration_s"])
+        entry = cycle.finish(outputs, details)
+        result.update(changed=True, reason=reason, outputs=entry["outputs"], details=entry["details"], duration_s=entry["duration_s"])
         return result
 
     def describe(self, path, role):

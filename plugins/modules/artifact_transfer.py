@@ -26,28 +26,28 @@ author:
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
+  - kiln.flatcar._common
+  - kiln.flatcar._common.record
+  - kiln.flatcar._common.board
+  - kiln.flatcar._common.version
+  - kiln.flatcar._ssh
+  - kiln.flatcar._ssh.legacy
+  - kiln.flatcar._ssh.remote
 attributes:
   check_mode:
     support: full
-    details: Compares the destination with the record and reports what would be sent; copies nothing.
+    details: Compares the destination with the record and reports what would be sent; copies and creates nothing.
   diff_mode:
     support: none
   idempotent:
     support: full
 options:
-  record_path:
-    description: Build record on the source host. Alternative to O(build_root) + O(board) + O(version).
-    type: path
   build_root:
     description: SDK build root on the source (C(<scripts_dir>/__build__/images)). Defaults to four directories above the record.
-    type: path
   board:
     description: Board (with O(build_root) and O(version)).
-    type: str
-    choices: [amd64-usr, arm64-usr]
   version:
     description: FLATCAR_VERSION (with O(build_root) and O(board)).
-    type: str
   stages:
     description:
       - Stages whose outputs are sent. Entries ending in C(*) match by prefix (V(vm_image:*)).
@@ -58,35 +58,17 @@ options:
     description: Address of the destination host (as the source host reaches it).
     type: str
     required: true
-  dest_user:
-    description: SSH user on the destination.
-    type: str
+  ssh_user:
+    description:
+      - SSH user on the destination. The alias O(dest_user) is deprecated and will be removed in 2.0.0.
     default: root
+    aliases: [dest_user]
   dest_build_root:
-    description: Build root on the destination (absolute path).
+    description:
+      - Build root on the destination (absolute path, plain characters). Created there by a Python call over ssh
+        (the path travels as JSON data), never by a remote shell command.
     type: path
     required: true
-  ssh_config:
-    description: ssh client config file on the source host (C(ssh -F)).
-    type: path
-  ssh_key:
-    description: Private key file on the source host (C(ssh -i)).
-    type: path
-  ssh_port:
-    description: SSH port of the destination.
-    type: int
-  ssh_options:
-    description: Extra C(-o) options for ssh, e.g. V(StrictHostKeyChecking=yes).
-    type: list
-    elements: str
-    default: []
-  rsync_path:
-    description: Program to run as rsync on the destination (C(rsync --rsync-path)), e.g. V(sudo rsync).
-    type: str
-  remote_python:
-    description: Python interpreter on the destination used to verify files and merge the record.
-    type: str
-    default: python3
   log_path:
     description: Transfer log on the source. Default C(<state dir>/logs/transfer-<dest_host>.log).
     type: path
@@ -101,7 +83,8 @@ EXAMPLES = r"""
     stages: [image, "vm_image:*"]
     dest_host: signer.example.internal
     dest_build_root: /var/lib/kiln-signer/builds
-    ssh_key: /var/lib/kiln/.ssh/id_ed25519
+    ssh_user: root
+    ssh_private_key_file: /var/lib/kiln/.ssh/id_ed25519
 """
 
 RETURN = r"""
@@ -166,11 +149,25 @@ bad_files:
 
 import fnmatch
 import os
+import shutil
+import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kiln.flatcar.plugins.module_utils._hostxfer import remote_python, ssh_argv, ssh_e
+from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
+from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import (
+    SSH_MUTUALLY_EXCLUSIVE,
+    board_args,
+    deprecated,
+    record_args,
+    remote_args,
+    ssh_args,
+    validate_common,
+    version_args,
+)
+from ansible_collections.kiln.flatcar.plugins.module_utils._hostxfer import remote_mkdir, remote_python, ssh_command, ssh_e, target
+from ansible_collections.kiln.flatcar.plugins.module_utils._safety import ExitCleanup, UnsafePath, confine
 from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateError, Stage, locate
 
 # Runs on the destination: compare files with a record; merge the source record; verify; remove bad files.
@@ -296,28 +293,33 @@ def select_stages(record, wanted):
     return out
 
 
+def validate(module):
+    """Every value that becomes a path or a host, before anything runs (one line on failure)."""
+    p = module.params
+    v = _validate
+    validate_common(module)
+    if p["version"]:
+        p["version"] = v.check(module, v.version, p["version"], canonical=True).version
+    v.check(module, v.host, p["dest_host"], "dest_host")
+    p["dest_build_root"] = v.check(module, v.remote_path, p["dest_build_root"], "dest_build_root")
+
+
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            record_path=dict(type="path"),
-            build_root=dict(type="path"),
-            board=dict(type="str", choices=["amd64-usr", "arm64-usr"]),
-            version=dict(type="str"),
-            stages=dict(type="list", elements="str"),
-            dest_host=dict(type="str", required=True),
-            dest_user=dict(type="str", default="root"),
-            dest_build_root=dict(type="path", required=True),
-            ssh_config=dict(type="path"),
-            ssh_key=dict(type="path", no_log=False),
-            ssh_port=dict(type="int"),
-            ssh_options=dict(type="list", elements="str", default=[]),
-            rsync_path=dict(type="str"),
-            remote_python=dict(type="str", default="python3"),
-            log_path=dict(type="path"),
-        ),
-        required_one_of=[("record_path", "build_root")],
-        supports_check_mode=True,
+    spec = dict(
+        stages=dict(type="list", elements="str"),
+        dest_host=dict(type="str", required=True),
+        dest_build_root=dict(type="path", required=True),
+        log_path=dict(type="path"),
     )
+    spec.update(record_args())
+    spec.update(board_args())
+    spec.update(version_args())
+    spec.update(ssh_args(user_default="root"))
+    spec["ssh_user"].update(aliases=["dest_user"], deprecated_aliases=deprecated("dest_user"))
+    spec.update(remote_args())
+    module = AnsibleModule(argument_spec=spec, required_one_of=[("record_path", "build_root")],
+                           mutually_exclusive=SSH_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
+    validate(module)
     p = module.params
     try:
         location = locate(p["record_path"], build_root=p["build_root"], board=p["board"], version=p["version"])
@@ -325,12 +327,20 @@ def main():
         module.fail_json(msg=str(exc))
     if location.record_path is None:
         module.fail_json(msg="give record_path, or build_root with board and version")
-    log_path = p["log_path"] or os.path.join(location.state_dir, "logs", "transfer-%s.log" % p["dest_host"].replace("/", "_"))
-    with Stage(module, None, location, writes=False, log_path=log_path) as reader:
-        _transfer(module, reader, reader.runner())
+    log_path = p["log_path"] or os.path.join(location.state_dir, "logs", "transfer-%s.log" % p["dest_host"])
+    with ExitCleanup() as cleanup, Stage(module, None, location, writes=False, log_path=log_path) as reader:
+        tmp = tempfile.mkdtemp(prefix="kiln-transfer-")  # private (0700): the ssh-agent socket
+        cleanup.add(lambda: shutil.rmtree(tmp, ignore_errors=True))
+        runner = reader.runner()
+        ssh, agent = ssh_command(runner, p, tmp)
+        if ssh is None:
+            runner.fail(agent)
+        if agent is not None:
+            cleanup.add(agent.close)
+        _transfer(module, reader, runner, ssh)
 
 
-def _transfer(module, reader, runner):
+def _transfer(module, reader, runner, ssh):
     p = module.params
     record, build_root, rpath = reader.record, reader.location.build_root, reader.location.record_path
     rel_record = os.path.relpath(rpath, build_root)
@@ -347,7 +357,10 @@ def _transfer(module, reader, runner):
             if out["path"] not in [f["path"] for f in files]:
                 files.append({"path": out["path"], "size": out["size"], "sha256": out["sha256"]})
     for f in files:
-        full = os.path.join(build_root, f["path"])
+        try:  # record values are untrusted: every path stays inside the build root (here and on the destination)
+            full = confine(build_root, f["path"], "recorded output")
+        except UnsafePath as exc:
+            runner.fail("build record %s: %s" % (rpath, exc))
         try:
             size = os.path.getsize(full)
         except OSError:
@@ -355,11 +368,10 @@ def _transfer(module, reader, runner):
         if size != f["size"]:
             runner.fail("%s has %d bytes but the record says %d: the source copy changed after it was recorded" % (full, size, f["size"]))
 
-    ssh = ssh_argv(p["ssh_config"], p["ssh_key"], p["ssh_port"], p["ssh_options"])
-    target = "%s@%s" % (p["dest_user"], p["dest_host"])
+    dest = target(p, "dest_host")
     dest_record = os.path.join(p["dest_build_root"], rel_record)
     payload = dict(dest_build_root=p["dest_build_root"], dest_record=dest_record, stages=stages, record=record.data, mode="check")
-    state = remote_python(runner, ssh, target, REMOTE, payload, p["remote_python"], msg="checking %s failed" % target)
+    state = remote_python(runner, ssh, dest, REMOTE, payload, p["remote_python"], msg="checking %s failed" % dest)
     need = state["missing"] + state["bad"]
     result.update(files=files, dest_record_path=dest_record, sent=need,
                   bytes_sent=sum(f["size"] for f in files if f["path"] in need))
@@ -370,23 +382,21 @@ def _transfer(module, reader, runner):
 
     start = time.monotonic()
     if need:
-        argv = ["rsync", "-a", "--partial", "--ignore-times", "--files-from=-", "-e", ssh_e(ssh)]
-        if p["rsync_path"]:
-            argv.append("--rsync-path=" + p["rsync_path"])
-        argv += [build_root.rstrip("/") + "/", "%s:%s/" % (target, p["dest_build_root"].rstrip("/"))]
-        runner.run(["ssh"] + ssh[1:] + [target, "mkdir", "-p", p["dest_build_root"]],
-                   msg="cannot create %s on %s" % (p["dest_build_root"], target))
-        runner.run(argv, data="\n".join(need) + "\n", msg="rsync to %s failed: see the log" % target)
+        argv = ["rsync", "-a", "--partial", "--ignore-times", "--files-from=-", "-e", ssh_e(ssh), "--rsync-path=" + p["rsync_path"]]
+        argv += ["--", build_root.rstrip("/") + "/", "%s:%s/" % (dest, p["dest_build_root"].rstrip("/"))]
+        # the root is made by a Python call (path as JSON data), never by a remote shell command
+        remote_mkdir(runner, ssh, dest, p["dest_build_root"], ".", p["remote_python"])
+        runner.run(argv, data="\n".join(need) + "\n", msg="rsync to %s failed: see the log" % dest)
     payload["mode"] = "apply"
-    done = remote_python(runner, ssh, target, REMOTE, payload, p["remote_python"], msg="verifying on %s failed" % target)
+    done = remote_python(runner, ssh, dest, REMOTE, payload, p["remote_python"], msg="verifying on %s failed" % dest)
     if done.get("error"):
         runner.fail(done["error"])
     if done["bad"] or done["missing"]:
         bad = done["bad"] + done["missing"]
         runner.fail("%s on %s does not match the build record (%s): corrupted or lost in transit; the bad copy was removed "
-                    "there, rerun to transfer it again" % (bad[0], target, "sha256 differs" if done["bad"] else "missing"),
+                    "there, rerun to transfer it again" % (bad[0], dest, "sha256 differs" if done["bad"] else "missing"),
                     bad_files=bad)
-    runner.note("sent %d files (%d bytes) to %s; %d verified" % (len(need), result["bytes_sent"], target, done["ok"]))
+    runner.note("sent %d files (%d bytes) to %s; %d verified" % (len(need), result["bytes_sent"], dest, done["ok"]))
     module.exit_json(changed=True, record_changed=done["record_changed"], verified=done["ok"],
                      duration_s=round(time.monotonic() - start, 3), **result)
 

@@ -25,9 +25,17 @@ author:
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
+  - kiln.flatcar._common
+  - kiln.flatcar._common.board_required
+  - kiln.flatcar._common.version_required
+  - kiln.flatcar._common.engine
+  - kiln.flatcar._ssh
+  - kiln.flatcar._ssh.legacy
+  - kiln.flatcar._ssh.remote
 attributes:
   check_mode:
     support: full
+    details: Compares the container's index with the cache's (through a private temporary directory); sends and creates nothing.
   diff_mode:
     support: none
   idempotent:
@@ -38,17 +46,11 @@ options:
     type: str
     choices: [push, pull]
     default: pull
-  board:
-    description: Board whose packages are meant.
-    type: str
-    required: true
-    choices: [amd64-usr, arm64-usr]
   version:
-    description: Version directory in the cache (C(boards/<board>/<version>/pkgs)), normally FLATCAR_VERSION.
-    type: str
-    required: true
+    description:
+      - Version directory in the cache (C(boards/<board>/<version>/pkgs)), the FLATCAR_VERSION of the build.
   cache_url:
-    description: HTTP base URL of the cache as the builder reaches it (O(mode=pull)).
+    description: HTTP(S) base URL of the cache as the builder reaches it (O(mode=pull)).
     type: str
   timeout:
     description: HTTP timeout in seconds (O(mode=pull)).
@@ -57,43 +59,35 @@ options:
   container_name:
     description: The warm SDK container holding C(/build/<board>) (O(mode=push)).
     type: str
-  engine:
-    description: Container engine (O(mode=push)).
-    type: str
-    choices: [docker, podman]
-    default: docker
   staging_dir:
     description: Directory on the builder the packages are copied to before they are sent (O(mode=push)).
     type: path
   cache_host:
     description: Address of the cache host as the builder reaches it (O(mode=push)).
     type: str
-  cache_user:
-    description: Push account on the cache host.
-    type: str
+  ssh_user:
+    description:
+      - Push account on the cache host. The alias O(cache_user) is deprecated and will be removed in 2.0.0.
     default: kiln-cache
+    aliases: [cache_user]
   cache_root:
-    description: Cache root on the cache host (absolute). Ignored with O(rrsync=true), where paths are relative to the account's root.
+    description:
+      - Cache root on the cache host (absolute, plain characters). Ignored with O(rrsync=true), where paths are relative to
+        the account's root.
     type: path
     default: /srv/kiln-cache
   rrsync:
-    description: The push account is restricted with rrsync (the cache role's default); paths are relative.
+    description:
+      - The push account is restricted with rrsync (the cache role's default); paths are relative, O(rsync_path) and
+        O(remote_python) are not used.
     type: bool
     default: false
-  ssh_config:
-    description: ssh client config on the builder.
-    type: path
-  ssh_key:
-    description: Private key on the builder.
-    type: path
-  ssh_options:
-    description: Extra C(-o) options for ssh.
-    type: list
-    elements: str
-    default: []
   log_path:
-    description: Log on the builder (O(mode=push)). Default C(<staging_dir>/../binpkg-push.log).
+    description: Log on the builder (O(mode=push)). Default C(<staging_dir>/../binpkg-push-<board>.log).
     type: path
+notes:
+  - The destination directory is created with a small Python program run over ssh (its path travels as JSON data, and it
+    must resolve inside O(cache_root)); no remote shell command is built from option values.
 """
 
 EXAMPLES = r"""
@@ -113,9 +107,9 @@ EXAMPLES = r"""
     container_name: flatcar-sdk-all-4593.2.5_os-4593.2.5
     staging_dir: /var/cache/kiln/binpkgs/amd64-usr
     cache_host: cache.example.internal
-    cache_user: kiln-cache
+    ssh_user: kiln-cache
     rrsync: true
-    ssh_key: /var/lib/kiln/.ssh/id_ed25519
+    ssh_private_key_file: /var/lib/kiln/.ssh/id_ed25519
 """
 
 RETURN = r"""
@@ -156,13 +150,27 @@ log_path:
 import hashlib
 import os
 import shutil
+import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import fetch_url
 
-from ansible_collections.kiln.flatcar.plugins.module_utils._hostxfer import remote_python, ssh_argv, ssh_e
+from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
+from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import (
+    SSH_MUTUALLY_EXCLUSIVE,
+    board_args,
+    deprecated,
+    detect_engine,
+    engine_args,
+    remote_args,
+    ssh_args,
+    validate_common,
+    version_args,
+)
+from ansible_collections.kiln.flatcar.plugins.module_utils._hostxfer import remote_mkdir, remote_python, ssh_command, ssh_e, target
 from ansible_collections.kiln.flatcar.plugins.module_utils._record import file_sha256
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
+from ansible_collections.kiln.flatcar.plugins.module_utils._safety import ExitCleanup
 
 REMOTE_INDEX = r'''
 import hashlib, os
@@ -200,53 +208,62 @@ def pull(module):
                      % (url, status, info.get("msg")), binhost=url)
 
 
-def push(module):
+def remote_index(runner, ssh, dest, dest_dir, p, tmp):
+    """sha256 of the cache's Packages index (None when it has none)."""
+    if not p["rrsync"]:
+        return remote_python(runner, ssh, dest, REMOTE_INDEX, {"path": os.path.join(dest_dir, "Packages")}, p["remote_python"],
+                             msg="checking the cache index on %s failed" % dest)["sha256"]
+    # rrsync accounts cannot run programs: fetch the index with rsync
+    copy = os.path.join(tmp, "Packages.cache")
+    rc, _out, _err = runner.capture(["rsync", "-e", ssh_e(ssh), "--", "%s:%s/Packages" % (dest, dest_dir), copy])
+    return sha256_file(copy) if rc == 0 else None
+
+
+def push(module, cleanup):
     p = module.params
     for name in ("container_name", "staging_dir", "cache_host"):
         if not p[name]:
             module.fail_json(msg="mode=push needs %s" % name)
     staging = p["staging_dir"]
     log_path = p["log_path"] or os.path.join(os.path.dirname(staging.rstrip("/")), "binpkg-push-%s.log" % p["board"])
-    runner = Runner(module, log_path=log_path)
-    engine = module.get_bin_path(p["engine"], required=False)
-    if not engine:
-        runner.fail("%s not found on the builder: the binary packages live in the SDK container" % p["engine"])
+    tmp = tempfile.mkdtemp(prefix="kiln-binpkg-")  # private (0700): probe copies, the ssh-agent socket
+    cleanup.add(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    runner = Runner(module, log_path=os.devnull if module.check_mode else log_path)
+    _engine, engine_argv = detect_engine(module, p["engine"])
     src = PKGDIR % p["board"]
     rel = "boards/%s/%s/pkgs" % (p["board"], p["version"])
     dest_dir = rel if p["rrsync"] else os.path.join(p["cache_root"], rel)
-    target = "%s@%s" % (p["cache_user"], p["cache_host"])
-    ssh = ssh_argv(p["ssh_config"], p["ssh_key"], None, p["ssh_options"])
-    result = dict(dest="%s:%s/" % (target, dest_dir), log_path=log_path)
+    dest = target(p, "cache_host")
+    ssh, agent = ssh_command(runner, p, tmp)
+    if ssh is None:
+        runner.fail(agent)
+    if agent is not None:
+        cleanup.add(agent.close)
+    result = dict(dest="%s:%s/" % (dest, dest_dir), log_path=log_path)
 
     # Compare indexes first: the container's Packages (small) with the cache's.
-    os.makedirs(staging, exist_ok=True)
-    probe = os.path.join(staging, ".Packages.probe")
-    rc, _out, err = runner.capture([engine, "cp", "%s:%s/Packages" % (p["container_name"], src), probe])
+    probe = os.path.join(tmp, "Packages.container")
+    rc, _out, err = runner.capture(engine_argv + ["cp", "%s:%s/Packages" % (p["container_name"], src), probe])
     if rc != 0:
         runner.fail("cannot read %s/Packages from container %s: %s (run kiln.flatcar.packages first)"
-                    % (src, p["container_name"], (err or "").strip().splitlines()[-1:] or ""))
+                    % (src, p["container_name"], ((err or "").strip().splitlines() or [""])[-1]))
     local_sha = sha256_file(probe)
-    os.unlink(probe)
-    remote_sha = None
-    if not p["rrsync"]:
-        remote_sha = remote_python(runner, ssh, target, REMOTE_INDEX, {"path": os.path.join(dest_dir, "Packages")},
-                                   msg="checking the cache index on %s failed" % target)["sha256"]
-    else:
-        # rrsync accounts cannot run programs: ask rsync whether the index differs (dry run, checksum).
-        tmp_idx = os.path.join(staging, ".Packages.cmp")
-        shutil.rmtree(tmp_idx, ignore_errors=True)
-        rc, out, _err = runner.capture(["rsync", "-e", ssh_e(ssh), "%s:%s/Packages" % (target, dest_dir), tmp_idx])
-        remote_sha = sha256_file(tmp_idx) if rc == 0 else None
-        if os.path.exists(tmp_idx):
-            os.unlink(tmp_idx)
+    remote_sha = remote_index(runner, ssh, dest, dest_dir, p, tmp)
     if remote_sha and remote_sha == local_sha:
         module.exit_json(changed=False, hit=True, packages_sha256=local_sha, package_count=None, bytes=0, **result)
     if module.check_mode:
         module.exit_json(changed=True, hit=False, packages_sha256=local_sha, package_count=None, bytes=0, **result)
+    send(module, runner, engine_argv, ssh, dest, dest_dir, result, local_sha)
 
-    work = os.path.join(staging, "pkgs")
+
+def send(module, runner, engine_argv, ssh, dest, dest_dir, result, local_sha):
+    """Copy the packages out of the container and rsync them: packages, then the index, then prune."""
+    p = module.params
+    src = PKGDIR % p["board"]
+    os.makedirs(p["staging_dir"], exist_ok=True)
+    work = os.path.join(p["staging_dir"], "pkgs")
     shutil.rmtree(work, ignore_errors=True)
-    runner.run([engine, "cp", "%s:%s/." % (p["container_name"], src), work],
+    runner.run(engine_argv + ["cp", "%s:%s/." % (p["container_name"], src), work],
                msg="copying %s out of container %s failed" % (src, p["container_name"]))
     count, size = 0, 0
     for base, _dirs, names in os.walk(work):
@@ -254,48 +271,61 @@ def push(module):
             size += os.path.getsize(os.path.join(base, name))
             if name != "Packages":
                 count += 1
-    if p["rrsync"]:
-        mk = []
-    else:
-        mk = ["--rsync-path=mkdir -p %s && rsync" % dest_dir]
-    common = ["rsync", "-a", "--partial", "-e", ssh_e(ssh)] + mk
+    common = ["rsync", "-a", "--partial", "-e", ssh_e(ssh)]
+    if not p["rrsync"]:
+        # the directory is made by a Python call (path as JSON data, confined to cache_root), never by a remote shell
+        remote_mkdir(runner, ssh, dest, p["cache_root"], os.path.relpath(dest_dir, p["cache_root"]), p["remote_python"])
+        common.append("--rsync-path=" + p["rsync_path"])
     # 1) packages (no index), 2) the index last, 3) drop files the new index no longer names.
-    runner.run(common + ["--exclude=/Packages", work + "/", "%s:%s/" % (target, dest_dir)],
-               msg="sending binary packages to %s failed" % target)
-    runner.run(common + [os.path.join(work, "Packages"), "%s:%s/Packages" % (target, dest_dir)],
-               msg="sending the Packages index to %s failed" % target)
-    runner.run(common + ["--delete", "--exclude=/Packages", work + "/", "%s:%s/" % (target, dest_dir)],
-               msg="pruning old binary packages on %s failed" % target)
+    runner.run(common + ["--exclude=/Packages", "--", work + "/", "%s:%s/" % (dest, dest_dir)],
+               msg="sending binary packages to %s failed" % dest)
+    runner.run(common + ["--", os.path.join(work, "Packages"), "%s:%s/Packages" % (dest, dest_dir)],
+               msg="sending the Packages index to %s failed" % dest)
+    runner.run(common + ["--delete", "--exclude=/Packages", "--", work + "/", "%s:%s/" % (dest, dest_dir)],
+               msg="pruning old binary packages on %s failed" % dest)
     runner.note("pushed %d packages (%d bytes) to %s" % (count, size, result["dest"]))
     module.exit_json(changed=True, hit=False, packages_sha256=local_sha, package_count=count, bytes=size, **result)
 
 
+def validate(module):
+    """Every value that becomes a path, URL or host: one line on failure, before anything runs."""
+    p = module.params
+    v = _validate
+    validate_common(module)
+    p["version"] = v.check(module, v.version, p["version"], canonical=True).version
+    if p["cache_url"]:
+        v.check(module, v.url, p["cache_url"], "cache_url")
+    if p["cache_host"]:
+        v.check(module, v.host, p["cache_host"], "cache_host")
+    if not p["rrsync"]:
+        p["cache_root"] = v.check(module, v.remote_path, p["cache_root"], "cache_root")
+
+
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            mode=dict(type="str", default="pull", choices=["push", "pull"]),
-            board=dict(type="str", required=True, choices=["amd64-usr", "arm64-usr"]),
-            version=dict(type="str", required=True),
-            cache_url=dict(type="str"),
-            timeout=dict(type="int", default=30),
-            container_name=dict(type="str"),
-            engine=dict(type="str", default="docker", choices=["docker", "podman"]),
-            staging_dir=dict(type="path"),
-            cache_host=dict(type="str"),
-            cache_user=dict(type="str", default="kiln-cache"),
-            cache_root=dict(type="path", default="/srv/kiln-cache"),
-            rrsync=dict(type="bool", default=False),
-            ssh_config=dict(type="path"),
-            ssh_key=dict(type="path", no_log=False),
-            ssh_options=dict(type="list", elements="str", default=[]),
-            log_path=dict(type="path"),
-        ),
-        supports_check_mode=True,
+    spec = dict(
+        mode=dict(type="str", default="pull", choices=["push", "pull"]),
+        cache_url=dict(type="str"),
+        timeout=dict(type="int", default=30),
+        container_name=dict(type="str"),
+        staging_dir=dict(type="path"),
+        cache_host=dict(type="str"),
+        cache_root=dict(type="path", default="/srv/kiln-cache"),
+        rrsync=dict(type="bool", default=False),
+        log_path=dict(type="path"),
     )
+    spec.update(board_args(required=True))
+    spec.update(version_args(required=True))
+    spec.update(engine_args())
+    spec.update(ssh_args(user_default="kiln-cache"))
+    spec["ssh_user"].update(aliases=["cache_user"], deprecated_aliases=deprecated("cache_user"))
+    spec.update(remote_args())
+    module = AnsibleModule(argument_spec=spec, mutually_exclusive=SSH_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
+    validate(module)
     if module.params["mode"] == "pull":
         pull(module)
     else:
-        push(module)
+        with ExitCleanup() as cleanup:  # temp dir, ssh-agent: gone on every exit path
+            push(module, cleanup)
 
 
 if __name__ == "__main__":

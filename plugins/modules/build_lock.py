@@ -25,6 +25,9 @@ author:
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
+  - kiln.flatcar._common
+  - kiln.flatcar._common.board_required
+  - kiln.flatcar._common.version_required
 attributes:
   check_mode:
     support: full
@@ -38,15 +41,10 @@ options:
     description: Directory on the builder holding the lease files (persistent disk).
     type: path
     required: true
-  board:
-    description: Board of the build.
-    type: str
-    required: true
-    choices: [amd64-usr, arm64-usr]
   version:
-    description: FLATCAR_VERSION of the build (the lock is per version and board on this builder).
-    type: str
-    required: true
+    description:
+      - FLATCAR_VERSION of the build (the lock is per version and board on this builder); it names the lease file, so
+        only the canonical form is accepted.
   owner:
     description: Who takes or gives back the lock, normally the pipeline's run id.
     type: str
@@ -110,7 +108,6 @@ taken_over_from:
 import datetime
 import json
 import os
-import re
 import socket
 import time
 
@@ -121,6 +118,8 @@ except ImportError:  # pragma: no cover
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
+from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import board_args, version_args
 from ansible_collections.kiln.flatcar.plugins.module_utils._version import atomic_write
 
 
@@ -143,18 +142,17 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             dir=dict(type="path", required=True),
-            board=dict(type="str", required=True, choices=["amd64-usr", "arm64-usr"]),
-            version=dict(type="str", required=True),
             owner=dict(type="str", required=True),
             state=dict(type="str", default="acquired", choices=["acquired", "released", "query"]),
             ttl=dict(type="int", default=28800),
             force=dict(type="bool", default=False),
+            **dict(board_args(required=True), **version_args(required=True))
         ),
         supports_check_mode=True,
     )
     p = module.params
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", p["version"]):
-        module.fail_json(msg="version %r is not a Flatcar version: use e.g. 4593.2.5 or 4593.2.5+kiln-1" % p["version"])
+    # the version names the lease file: canonical FLATCAR_VERSION only (no '/', no '..', no channel prefix)
+    p["version"] = _validate.check(module, _validate.version, p["version"], canonical=True).version
     if p["ttl"] <= 0:
         module.fail_json(msg="ttl must be a positive number of seconds")
     path = os.path.join(p["dir"], p["board"], p["version"] + ".lock")

@@ -27,6 +27,9 @@ extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
   - kiln.flatcar._sdk
+  - kiln.flatcar._common
+  - kiln.flatcar._common.board_required
+  - kiln.flatcar._common.engine
 attributes:
   check_mode:
     support: full
@@ -186,7 +189,9 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import list_files, role_of
+from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
 from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import COMMON_ARGS, SdkStage
+from ansible_collections.kiln.flatcar.plugins.module_utils._validate import check
 from ansible_collections.kiln.flatcar.plugins.module_utils._sdkargv import (
     COMPRESSION_CHOICES,
     IMAGE_TYPES,
@@ -238,8 +243,7 @@ def main():
     p = module.params
     if not p["image_types"]:
         module.fail_json(msg="image_types is empty: name at least one of prod, prodtar, container, sysext, oem_sysext")
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", p["group"]):
-        module.fail_json(msg="group %r is not a valid update group name: use letters, digits, '.', '_' and '-'" % p["group"])
+    check(module, _validate.group, p["group"])
     stage = SdkStage(module, "image")
     # build_image runs in the container: the cloud-config must be a path it can see there
     developer_data = stage.host_to_container(p["developer_data"], "developer_data") if p["developer_data"] else None
@@ -247,43 +251,40 @@ def main():
     output_root = stage.host_to_container(os.path.join(stage.build_root, "images"))
     stage.preflight([set_official_argv(stage.board, stage.version.official),
                      build_image_argv(p, stage.board, 1, output_root, developer_data)])
-    record = stage.open_record()
-    packages = record.stage("packages")
-    inputs = stage.base_inputs(previous="packages")
-    inputs["flags"] = list(flags)
-    inputs["image_types"] = list(p["image_types"])
+    with stage:
+        inputs = stage.base_inputs(previous="packages")
+        inputs["flags"] = list(flags)
+        inputs["image_types"] = list(p["image_types"])
 
-    board_dir = os.path.join(stage.build_root, "images", stage.board)
+        board_dir = os.path.join(stage.build_root, "images", stage.board)
 
-    def execute():
-        if not packages or packages.get("status") != "passed":
-            stage.runner.fail("stage packages has not passed for %s %s: run kiln.flatcar.packages first"
-                              % (stage.board, stage.version.version))
-        if p["min_free_gb"]:
-            stage.check_disk(stage.scripts_dir, p["min_free_gb"] * 1024 ** 3)
-        # a new attempt only when build_image would refuse the existing one (prod/prodtar): other
-        # types join the newest attempt and its flatcar_production_image_sysext.squashfs
-        attempt = build_image_attempt(image_dirs(board_dir, p["group"], stage.version.version), p["image_types"], p["replace"])
-        stage.runner.run(stage.sdk_command(set_official_argv(stage.board, stage.version.official)),
-                         msg="set_official failed for %s: see the log" % stage.board)
-        stage.runner.run(stage.sdk_command(build_image_argv(p, stage.board, attempt, output_root, developer_data)),
-                         msg="build_image failed for %s: see the log" % stage.board)
-        build_dir = os.path.join(board_dir, "%s-%s-a%d" % (p["group"], stage.version.version, attempt))
-        if not os.path.isdir(build_dir):
-            stage.runner.fail("build_image finished but %s does not exist: the SDK wrote its images elsewhere" % build_dir)
-        outputs = [stage.describe(f, role_of(f)) for f in list_files(build_dir)]
-        wants_prod = set(p["image_types"]) & set(PROD_TYPES)
-        if wants_prod and not any(o["role"] == "generic_image" for o in outputs):
-            stage.runner.fail("build_image finished but %s holds no flatcar_production_image.bin" % build_dir)
-        rel = os.path.relpath(build_dir, stage.build_root)
-        stage.record.set("build_dir", rel)
-        stage.record.set("group", p["group"])
-        return outputs, {"attempt": attempt, "build_dir": rel, "image_types": list(p["image_types"])}
+        def execute():
+            stage.require_stage("packages", "run kiln.flatcar.packages first")
+            if p["min_free_gb"]:
+                stage.check_disk(stage.scripts_dir, p["min_free_gb"] * 1024 ** 3)
+            # a new attempt only when build_image would refuse the existing one (prod/prodtar): other
+            # types join the newest attempt and its flatcar_production_image_sysext.squashfs
+            attempt = build_image_attempt(image_dirs(board_dir, p["group"], stage.version.version), p["image_types"], p["replace"])
+            stage.runner.run(stage.sdk_command(set_official_argv(stage.board, stage.version.official)),
+                             msg="set_official failed for %s: see the log" % stage.board)
+            stage.runner.run(stage.sdk_command(build_image_argv(p, stage.board, attempt, output_root, developer_data)),
+                             msg="build_image failed for %s: see the log" % stage.board)
+            build_dir = os.path.join(board_dir, "%s-%s-a%d" % (p["group"], stage.version.version, attempt))
+            if not os.path.isdir(build_dir):
+                stage.runner.fail("build_image finished but %s does not exist: the SDK wrote its images elsewhere" % build_dir)
+            outputs = [stage.describe(f, role_of(f)) for f in list_files(build_dir)]
+            wants_prod = set(p["image_types"]) & set(PROD_TYPES)
+            if wants_prod and not any(o["role"] == "generic_image" for o in outputs):
+                stage.runner.fail("build_image finished but %s holds no flatcar_production_image.bin" % build_dir)
+            rel = os.path.relpath(build_dir, stage.build_root)
+            stage.record.set("build_dir", rel)
+            stage.record.set("group", p["group"])
+            return outputs, {"attempt": attempt, "build_dir": rel, "image_types": list(p["image_types"])}
 
-    result = stage.run(inputs, execute)
-    build_dir = result.get("details", {}).get("build_dir") or record.data.get("build_dir")
-    result["build_dir"] = os.path.join(stage.build_root, build_dir) if build_dir else None
-    module.exit_json(**result)
+        result = stage.run(inputs, execute)
+        build_dir = result.get("details", {}).get("build_dir") or stage.record.data.get("build_dir")
+        result["build_dir"] = os.path.join(stage.build_root, build_dir) if build_dir else None
+        module.exit_json(**result)
 
 
 if __name__ == "__main__":

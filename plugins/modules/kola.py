@@ -23,6 +23,10 @@ author:
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
+  - kiln.flatcar._common
+  - kiln.flatcar._common.board_required
+  - kiln.flatcar._common.engine
+  - kiln.flatcar._common.version
 attributes:
   check_mode:
     support: full
@@ -44,14 +48,8 @@ options:
     type: str
   engine:
     description: Container engine for O(container_image).
-    type: str
-    choices: [auto, docker, podman]
-    default: auto
   board:
     description: C(--board).
-    type: str
-    required: true
-    choices: [amd64-usr, arm64-usr]
   platform:
     description: C(--platform). V(qemu) needs root; V(qemu-unpriv) runs single-node tests without DHCP.
     type: str
@@ -96,9 +94,11 @@ options:
   junit:
     description: JUnit XML report. Default O(output_dir)C(/results.xml).
     type: path
-  image_version:
-    description: C(--image-version).
-    type: str
+  version:
+    description:
+      - C(--image-version), the FLATCAR_VERSION of the image under test.
+      - The alias O(image_version) is deprecated and will be removed in 2.0.0.
+    aliases: [image_version]
   extra_args:
     description: More kola arguments, placed before the test names (e.g. C(--qemu-skip-mangle)).
     type: list
@@ -212,7 +212,8 @@ import uuid
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kiln.flatcar.plugins.module_utils import _tap
+from ansible_collections.kiln.flatcar.plugins.module_utils import _tap, _validate
+from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import board_args, detect_engine, engine_args, version_args
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner, tail_lines
 
 
@@ -236,15 +237,7 @@ class Kola:
         if p["container_image"]:
             if p["kola"]:
                 module.fail_json(msg="set either kola or container_image, not both")
-            names = ["docker", "podman"] if p["engine"] == "auto" else [p["engine"]]
-            for name in names:
-                path = module.get_bin_path(name)
-                if path:
-                    self.engine = path
-                    break
-            if not self.engine:
-                module.fail_json(msg="no container engine (%s) found to run %s: install one or use a kola binary"
-                                 % ("/".join(names), p["container_image"]))
+            self.engine = detect_engine(module, p["engine"])[1][0]
             self.container = "kiln-kola-%s" % uuid.uuid4().hex[:12]
             mounts = []
             for path in [self.output_dir, p["image"], p["firmware"], p["ovmf_vars"]]:
@@ -280,8 +273,8 @@ class Kola:
             argv.append("--qemu-firmware=%s" % os.path.abspath(p["firmware"]))
         if p["ovmf_vars"]:
             argv.append("--qemu-ovmf-vars=%s" % os.path.abspath(p["ovmf_vars"]))
-        if p["image_version"]:
-            argv.append("--image-version=%s" % p["image_version"])
+        if p["version"]:
+            argv.append("--image-version=%s" % p["version"])
         argv += list(p["extra_args"])
         argv += list(tests)
         return argv
@@ -370,8 +363,6 @@ def main():
         argument_spec=dict(
             kola=dict(type="path"),
             container_image=dict(type="str"),
-            engine=dict(type="str", default="auto", choices=["auto", "docker", "podman"]),
-            board=dict(type="str", required=True, choices=["amd64-usr", "arm64-usr"]),
             platform=dict(type="str", default="qemu", choices=["qemu", "qemu-unpriv"]),
             image=dict(type="path", required=True),
             firmware=dict(type="path"),
@@ -382,15 +373,17 @@ def main():
             output_dir=dict(type="path", required=True),
             tapfile=dict(type="path"),
             junit=dict(type="path"),
-            image_version=dict(type="str"),
             extra_args=dict(type="list", elements="str", default=[]),
             timeout=dict(type="int", default=14400),
             environment=dict(type="dict", default={}),
+            **dict(board_args(required=True), **engine_args(), **version_args(aliases=("image_version",)))
         ),
         mutually_exclusive=[["kola", "container_image"]],
         supports_check_mode=True,
     )
     p = module.params
+    if p["version"]:
+        p["version"] = _validate.check(module, _validate.version, p["version"], "version").version
     if p["parallel"] < 1 or p["max_retries"] < 1 or p["timeout"] < 1:
         module.fail_json(msg="parallel, timeout and max_retries (total runs, like Flatcar's MAX_RETRIES) must be at least 1")
     if not p["tests"]:

@@ -21,6 +21,9 @@ extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
   - kiln.flatcar._sdk
+  - kiln.flatcar._common
+  - kiln.flatcar._common.board_required
+  - kiln.flatcar._common.engine
 attributes:
   check_mode:
     support: full
@@ -249,37 +252,37 @@ def main():
     flags = build_packages_flags(q, stage.board)
     build_argv = build_packages_argv(q, stage.board)
     stage.preflight([build_argv])
-    stage.open_record()
-    inputs = stage.base_inputs()
-    inputs["flags"] = flags + ["binhost=" + h for h in p["binhost"]]
-    if stage.dev_builds:
-        inputs["FLATCAR_DEV_BUILDS"] = stage.dev_builds
-    inputs["packages"] = list(p["packages"])
-    inputs["container_name"] = stage.container_name
+    with stage:
+        inputs = stage.base_inputs()
+        inputs["flags"] = flags + ["binhost=" + h for h in p["binhost"]]
+        if stage.dev_builds:
+            inputs["FLATCAR_DEV_BUILDS"] = stage.dev_builds
+        inputs["packages"] = list(p["packages"])
+        inputs["container_name"] = stage.container_name
 
-    def still_there(entry):
-        cid, pkgs_sha, _count = binpkg_state(stage)
-        details = entry.get("details", {})
-        if cid != details.get("container_id"):
-            return "SDK container %s is gone or was recreated" % stage.container_name
-        if pkgs_sha != details.get("packages_sha256"):
-            return "binary package index in the container changed"
-        return None
+        def still_there(entry):
+            cid, pkgs_sha, _count = binpkg_state(stage)
+            details = entry.get("details", {})
+            if cid != details.get("container_id"):
+                return "SDK container %s is gone or was recreated" % stage.container_name
+            if pkgs_sha != details.get("packages_sha256"):
+                return "binary package index in the container changed"
+            return None
 
-    def execute():
-        if p["min_free_gb"]:
-            stage.check_disk(stage.scripts_dir, p["min_free_gb"] * 1024 ** 3)
-        if not inputs["sdk_image"]["id"]:
-            stage.runner.fail("SDK image %s is not present on this host: run kiln.flatcar.sdk_image first" % inputs["sdk_image"]["ref"])
-        stage.runner.run(stage.sdk_command(build_argv),
-                         msg="build_packages failed for %s: see the log" % stage.board)
-        cid, pkgs_sha, count = binpkg_state(stage)
-        if not pkgs_sha:
-            stage.runner.fail("build_packages finished but %s has no Packages index in container %s" % (pkgdir(stage.board), stage.container_name))
-        return [], {"container_id": cid, "packages_sha256": pkgs_sha, "binpkg_count": count, "pkgdir": pkgdir(stage.board),
-                    "engine": stage.engine}
+        def execute():
+            if p["min_free_gb"]:
+                stage.check_disk(stage.scripts_dir, p["min_free_gb"] * 1024 ** 3)
+            if not inputs["sdk_image"]["id"]:
+                stage.runner.fail("SDK image %s is not present on this host: run kiln.flatcar.sdk_image first" % inputs["sdk_image"]["ref"])
+            stage.runner.run(stage.sdk_command(build_argv),
+                             msg="build_packages failed for %s: see the log" % stage.board)
+            cid, pkgs_sha, count = binpkg_state(stage)
+            if not pkgs_sha:
+                stage.runner.fail("build_packages finished but %s has no Packages index in container %s" % (pkgdir(stage.board), stage.container_name))
+            return [], {"container_id": cid, "packages_sha256": pkgs_sha, "binpkg_count": count, "pkgdir": pkgdir(stage.board),
+                        "engine": stage.engine}
 
-    module.exit_json(**stage.run(inputs, execute, extra_check=still_there))
+        module.exit_json(**stage.run(inputs, execute, extra_check=still_there))
 
 
 if __name__ == "__main__":

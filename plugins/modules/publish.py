@@ -35,6 +35,12 @@ author:
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
+  - kiln.flatcar._common
+  - kiln.flatcar._common.record
+  - kiln.flatcar._common.board
+  - kiln.flatcar._common.version
+  - kiln.flatcar._ssh
+  - kiln.flatcar._ssh.remote
 attributes:
   check_mode:
     support: full
@@ -59,21 +65,10 @@ options:
     type: str
     choices: [dir, local, s3]
     required: true
-  record_path:
-    description: Path of the build record. Alternative to O(build_root) + O(board) + O(version).
-    type: path
-  build_root:
-    description:
-      - The SDK build root (C(<scripts_dir>/__build__/images)); output paths in the record are relative to it.
-      - Defaults to the build root the record's location implies.
-    type: path
   board:
     description: Board of the build, used with O(build_root) and O(version) to find the record.
-    type: str
-    choices: [amd64-usr, arm64-usr]
   version:
     description: FLATCAR_VERSION of the build, used with O(build_root) and O(board) to find the record.
-    type: str
   base:
     description:
       - Release base. For V(dir) and V(local) an absolute directory on the mirror; for V(s3) a key prefix (may be empty).
@@ -152,35 +147,16 @@ options:
   mirror_host:
     description: Mirror host for V(dir) (name or address as seen from the source host; may not start with C(-)).
     type: str
-  mirror_user:
-    description: SSH user on the mirror host.
-    type: str
-  mirror_port:
-    description: SSH port of the mirror host.
-    type: int
-    default: 22
-  ssh_private_key_file:
-    description: Private key file on the source host for SSH to the mirror.
-    type: path
-  ssh_private_key:
+  ssh_user:
     description:
-      - Private key text for SSH to the mirror. It never touches the disk - it goes on stdin into a private
-        C(ssh-agent) started for this run (socket in a 0700 temporary directory), which is killed on every exit path,
-        SIGTERM included. Needs C(ssh-agent) and C(ssh-add) on the source host.
-    type: str
-  ssh_known_hosts_file:
-    description: Known-hosts file for the mirror host key.
-    type: path
+      - SSH user on the mirror host. The alias O(mirror_user) is deprecated and will be removed in 2.0.0.
+    aliases: [mirror_user]
+  ssh_port:
+    description:
+      - SSH port of the mirror host. The alias O(mirror_port) is deprecated and will be removed in 2.0.0.
+    aliases: [mirror_port]
   ssh_host_key_checking:
-    description: C(StrictHostKeyChecking) for the mirror connection.
-    type: str
-    choices: ["yes", "accept-new", "no"]
     default: accept-new
-  ssh_extra_args:
-    description: Extra arguments for C(ssh) (e.g. V(-o ProxyJump=bastion) as two items).
-    type: list
-    elements: str
-    default: []
   rsync_executable:
     description: rsync on the source host (default from PATH).
     type: path
@@ -189,15 +165,10 @@ options:
     type: list
     elements: str
     default: []
-  remote_rsync_path:
+  rsync_path:
     description:
-      - rsync on the mirror host (C(--rsync-path)); plain words only (e.g. V(sudo rsync)), no shell syntax.
-    type: str
-    default: rsync
-  remote_python:
-    description: Python 3 interpreter on the mirror host.
-    type: str
-    default: python3
+      - The alias O(remote_rsync_path) is deprecated and will be removed in 2.0.0.
+    aliases: [remote_rsync_path]
   bucket:
     description: Bucket for V(s3).
     type: str
@@ -257,7 +228,7 @@ EXAMPLES = r"""
     base: /srv/kiln-mirror/stable
     update_base: /srv/kiln-mirror/update
     mirror_host: mirror.example.internal
-    mirror_user: kiln-publish
+    ssh_user: kiln-publish
     ssh_private_key_file: /var/lib/kiln/.ssh/publish_ed25519
     public_url: https://mirror.example.internal/stable
     update_public_url: https://mirror.example.internal/update
@@ -422,25 +393,40 @@ stage:
 
 
 import os
-import re
 import shutil
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
+from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import (
+    SSH_MUTUALLY_EXCLUSIVE,
+    board_args,
+    deprecated,
+    record_args,
+    remote_args,
+    renamed,
+    ssh_args,
+    version_args,
+)
 from ansible_collections.kiln.flatcar.plugins.module_utils._pub_backends import select
 from ansible_collections.kiln.flatcar.plugins.module_utils._pub_gate import apply_override, evaluate, gpg_problems
 from ansible_collections.kiln.flatcar.plugins.module_utils._pub_manifest import (
-    PublishError, build_manifest, check_sources, find_record, load_release,
+    PublishError, build_manifest, check_sources, locate_record, release_of,
 )
-from ansible_collections.kiln.flatcar.plugins.module_utils._record import BuildRecord, RecordError, digest
+from ansible_collections.kiln.flatcar.plugins.module_utils._record import RecordError
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner, which
 from ansible_collections.kiln.flatcar.plugins.module_utils._safety import ExitCleanup
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import Stage
 from ansible_collections.kiln.flatcar.plugins.module_utils._version import VersionError, compare
 
 
 class Publisher:
-    """One publish (or verify) run: record -> manifest -> gate -> backend, and the build-record stage."""
+    """One publish (or verify) run: record -> manifest -> gate -> backend, and the build-record stage.
+
+    The record is opened once, by one _stage.Stage (``with pub.stage:`` in main): a publish that records its
+    stage holds the record's lock from the start to finish; verify, record_publish=false and check mode read it
+    only. Every failure while the stage holds the record marks it failed (docs/design.md "The stage cycle")."""
 
     def __init__(self, module, cleanup):
         self.module = module
@@ -450,40 +436,44 @@ class Publisher:
         self.backend = None
         self.prepared = False
         self.transferring = False
-        self.begun = False
         self.gate = {}
+        self.release = None
+        self.runner = None
+        self.log_path = None
         self.tmp = tempfile.mkdtemp(prefix="kiln-publish-")
         cleanup.add(lambda: shutil.rmtree(self.tmp, ignore_errors=True))
         os.chmod(self.tmp, 0o700)
         p = self.p
-        self.record_path = None
-        try:  # before the runner exists: a wrong record path must not create a log directory
-            self.record_path, self.build_root = find_record(p["record_path"], p["build_root"], p["board"], p["version"])
-            self.release = load_release(self.record_path, self.build_root, p["board"], p["version"])
+        try:
+            location = locate_record(p["record_path"], p["build_root"], p["board"], p["version"])
         except PublishError as exc:
-            module.fail_json(msg=str(exc), **dict({"record_path": self.record_path}, **exc.extra))
+            module.fail_json(msg=str(exc), **exc.extra)
+        self.record_path, self.build_root = location.record_path, location.build_root
+        self.stage = Stage(module, self.stage_name, location, writes=p["mode"] == "publish" and p["record_publish"])
+
+    def load(self):
+        """Validate the record the stage opened, then make the runner (a wrong or damaged record is refused
+        before any log directory is made, and is not written to)."""
+        p = self.p
+        try:
+            self.release = release_of(self.stage.record.data, self.record_path, self.build_root, p["board"], p["version"])
+        except PublishError as exc:
+            self.stage.close()
+            self.module.fail_json(msg=str(exc), **dict({"record_path": self.record_path}, **exc.extra))
         if self.check:
             # Check mode writes nothing next to the record: the log lives in the private temp dir.
             self.log_path, log = None, os.path.join(self.tmp, "publish.log")
         else:
-            name = "publish_%s.log" % re.sub(r"[^A-Za-z0-9_.-]", "_", p["target_name"])
-            self.log_path = log = os.path.join(os.path.dirname(self.record_path), "logs", name)
-        self.runner = Runner(module, log_path=log, fail_extra={"record_path": self.record_path, "log_path": self.log_path},
+            self.log_path = log = self.stage.log_path  # <state dir>/logs/publish_<target>.log
+        self.runner = Runner(self.module, log_path=log, fail_extra={"record_path": self.record_path, "log_path": self.log_path},
                              on_failure=self._on_failure)
 
-    def _on_failure(self, msg, payload):
+    def _on_failure(self, _msg, _payload):
+        """Before a runner failure (the stage, when it holds the record, records it itself)."""
         if self.prepared and self.backend is not None and not (self.transferring and self.backend.transfer_is_remote):
             # No empty staging left behind. Not while a remote receiver may still be saving partial files for the resume:
             # those leftovers go with the sweep of a later publish (_mirror.STALE_SECONDS).
             self.backend.discard_empty()
-        if self.p["mode"] != "publish" or self.check or not self.p["record_publish"] or not self.begun:
-            return
-        try:
-            with BuildRecord.open(self.record_path, create=False) as record:
-                if (record.stage(self.stage_name) or {}).get("status") == "running":
-                    record.fail(self.stage_name, msg)
-        except RecordError:
-            pass
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self, cleanup):
@@ -635,94 +625,92 @@ class Publisher:
 
     # -- build record -------------------------------------------------------------------------------
     def begin_record(self):
-        if not self.p["record_publish"] or self.begun:
+        """Mark the stage running (once, before the first change on the mirror); the record is already locked."""
+        if not self.stage.writes or self.stage.begun:
             return
-        self.begun = True
         inputs = {"stage": self.stage_name, "backend": self.p["backend"], "target": self.backend.describe(),
                   "release_path": self.layout.release_final, "update_path": self.layout.update_final,
                   "files": sorted((f.area, f.name, f.sha256) for f in self.layout.files)}
         try:
-            with BuildRecord.open(self.record_path, create=False) as record:
-                record.begin(self.stage_name, inputs, digest(inputs), log_path=self.log_path)
-        except RecordError as exc:
-            raise PublishError(str(exc))
+            self.stage.begin(log_path=self.log_path, inputs=inputs)
+        except (RecordError, OSError) as exc:
+            raise PublishError("cannot record stage %s in %s: %s" % (self.stage_name, self.record_path, exc))
 
     def finish_record(self, result):
-        if not self.p["record_publish"]:
+        """Mark the stage passed and release the record."""
+        if not self.stage.writes:
             return
         self.begin_record()
         details = dict((k, result.get(k)) for k in ("backend", "release_path", "update_path", "release_url", "update_url",
                                                     "uploaded", "current"))
         details.update(target=self.backend.describe(), gate=self.gate, files=len(self.layout.files))
         try:
-            with BuildRecord.open(self.record_path, create=False) as record:
-                record.finish(self.stage_name, [], details)
-        except RecordError as exc:
+            self.stage.finish([], details)
+        except (RecordError, OSError) as exc:
+            self.stage.close()
             self.module.warn("published, but the build record could not be updated: %s" % exc)
 
 
 def main():
+    spec = dict(
+        mode=dict(type="str", choices=["publish", "verify"], default="publish"),
+        backend=dict(type="str", choices=["dir", "local", "s3"], required=True),
+        base=dict(type="str", required=True),
+        update_base=dict(type="str"),
+        stages=dict(type="list", elements="str", default=["image", "vm_image:*", "sysext:*", "sign", "payload"]),
+        include=dict(type="list", elements="str", default=["*"]),
+        exclude=dict(type="list", elements="str", default=["flatcar_test_update*"]),
+        update_current=dict(type="bool", default=True),
+        allow_downgrade=dict(type="bool", default=False),
+        require_boot_check=dict(type="bool", default=True),
+        boot_check_stages=dict(type="list", elements="str", default=[]),
+        require_signatures=dict(type="bool", default=True),
+        signing_key=dict(type="path"),
+        gate_override=dict(type="bool", default=False),
+        gate_override_reason=dict(type="str"),
+        target_name=dict(type="str", default="mirror"),
+        record_publish=dict(type="bool", default=True),
+        public_url=dict(type="str"),
+        update_public_url=dict(type="str"),
+        mirror_host=dict(type="str"),
+        rsync_executable=dict(type="path"),
+        rsync_extra_args=dict(type="list", elements="str", default=[]),
+        bucket=dict(type="str"),
+        endpoint_url=dict(type="str"),
+        region=dict(type="str", default="us-east-1"),
+        access_key=dict(type="str", no_log=True),
+        secret_key=dict(type="str", no_log=True),
+        session_token=dict(type="str", no_log=True),
+        s3_addressing_style=dict(type="str", choices=["auto", "path", "virtual"]),
+        s3_verify=dict(type="str", choices=["content", "metadata"], default="content"),
+        validate_certs=dict(type="bool", default=True),
+        verify_source=dict(type="bool", default=True),
+    )
+    spec.update(record_args())
+    spec.update(board_args())
+    spec.update(version_args())
+    spec.update(ssh_args(host_key_checking="accept-new"))
+    del spec["ssh_options"]  # publish never took -o values as an option
+    spec["ssh_user"].update(aliases=["mirror_user"], deprecated_aliases=deprecated("mirror_user"))
+    spec["ssh_port"].update(aliases=["mirror_port"], deprecated_aliases=deprecated("mirror_port"))
+    spec.update(remote_args())
+    renamed(spec, "rsync_path", "remote_rsync_path")
     module = AnsibleModule(
-        argument_spec=dict(
-            mode=dict(type="str", choices=["publish", "verify"], default="publish"),
-            backend=dict(type="str", choices=["dir", "local", "s3"], required=True),
-            record_path=dict(type="path"),
-            build_root=dict(type="path"),
-            board=dict(type="str", choices=["amd64-usr", "arm64-usr"]),
-            version=dict(type="str"),
-            base=dict(type="str", required=True),
-            update_base=dict(type="str"),
-            stages=dict(type="list", elements="str", default=["image", "vm_image:*", "sysext:*", "sign", "payload"]),
-            include=dict(type="list", elements="str", default=["*"]),
-            exclude=dict(type="list", elements="str", default=["flatcar_test_update*"]),
-            update_current=dict(type="bool", default=True),
-            allow_downgrade=dict(type="bool", default=False),
-            require_boot_check=dict(type="bool", default=True),
-            boot_check_stages=dict(type="list", elements="str", default=[]),
-            require_signatures=dict(type="bool", default=True),
-            signing_key=dict(type="path"),
-            gate_override=dict(type="bool", default=False),
-            gate_override_reason=dict(type="str"),
-            target_name=dict(type="str", default="mirror"),
-            record_publish=dict(type="bool", default=True),
-            public_url=dict(type="str"),
-            update_public_url=dict(type="str"),
-            mirror_host=dict(type="str"),
-            mirror_user=dict(type="str"),
-            mirror_port=dict(type="int", default=22),
-            ssh_private_key_file=dict(type="path"),
-            ssh_private_key=dict(type="str", no_log=True),
-            ssh_known_hosts_file=dict(type="path"),
-            ssh_host_key_checking=dict(type="str", choices=["yes", "accept-new", "no"], default="accept-new"),
-            ssh_extra_args=dict(type="list", elements="str", default=[]),
-            rsync_executable=dict(type="path"),
-            rsync_extra_args=dict(type="list", elements="str", default=[]),
-            remote_rsync_path=dict(type="str", default="rsync"),
-            remote_python=dict(type="str", default="python3"),
-            bucket=dict(type="str"),
-            endpoint_url=dict(type="str"),
-            region=dict(type="str", default="us-east-1"),
-            access_key=dict(type="str", no_log=True),
-            secret_key=dict(type="str", no_log=True),
-            session_token=dict(type="str", no_log=True),
-            s3_addressing_style=dict(type="str", choices=["auto", "path", "virtual"]),
-            s3_verify=dict(type="str", choices=["content", "metadata"], default="content"),
-            validate_certs=dict(type="bool", default=True),
-            verify_source=dict(type="bool", default=True),
-        ),
-        mutually_exclusive=[("ssh_private_key", "ssh_private_key_file")],
+        argument_spec=spec,
+        mutually_exclusive=SSH_MUTUALLY_EXCLUSIVE,
         required_if=[("backend", "s3", ("bucket",)), ("backend", "dir", ("mirror_host",))],
         required_together=[("access_key", "secret_key")],
         supports_check_mode=True,
     )
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", module.params["target_name"]):
-        module.fail_json(msg="target_name %r: use letters, digits, '.', '_' and '-'" % module.params["target_name"])
+    _validate.check(module, _validate.identifier, module.params["target_name"], "target_name")
     with ExitCleanup() as cleanup:  # temp dir, ssh-agent: gone on every exit path, SIGTERM included
         pub = Publisher(module, cleanup)
-        try:
-            result = pub.run(cleanup)
-        except PublishError as exc:
-            pub.runner.fail(str(exc), **exc.extra)
+        with pub.stage:  # the record, opened once: any failure or exception in here is one line and unlocks it
+            pub.load()
+            try:
+                result = pub.run(cleanup)
+            except PublishError as exc:
+                pub.runner.fail(str(exc), **exc.extra)
     module.exit_json(**result)
 
 

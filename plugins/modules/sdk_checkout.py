@@ -16,30 +16,41 @@ description:
   - Writes C(sdk_container/.repo/manifests/version.txt) once, with a pinned C(FLATCAR_BUILD_ID) (Flatcar#2041).
     Later stages run the SDK with C(run_sdk_container -U) so the file is never rewritten.
   - Never pushes anything.
+  - The version is parsed once, here. The result RV(version) (FLATCAR_VERSION, build id, SDK version, channel) is kept in
+    C(<scripts_dir>/__build__/images/kiln/checkout.json) and, with O(board), in the build record (RV(record_path)).
+    Playbooks pass RV(version.FLATCAR_VERSION) and RV(record_path) on to the later modules instead of deriving them again.
+  - Every value from an option is validated before the checkout is touched; git gets user values only after C(--).
 author:
   - kiln developers (@kiln-project)
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
+  - kiln.flatcar._common
+  - kiln.flatcar._common.board
 attributes:
   check_mode:
     support: full
   diff_mode:
-    support: none
+    support: full
+    details: C(before) and C(after) hold the commit and the pinned FLATCAR_VERSION (in check mode the commit O(ref) resolves to
+      locally, when it does).
   idempotent:
     support: full
 options:
-  dest:
-    description: Directory of the scripts checkout on the builder.
+  scripts_dir:
+    description:
+      - Directory of the scripts checkout on the builder (the O(kiln.flatcar.packages#module:scripts_dir) of every SDK stage).
+      - The alias O(dest) is deprecated and will be removed in 2.0.0.
     type: path
     required: true
+    aliases: [dest]
   repo:
     description: URL (or local path) of the scripts repository.
     type: str
     default: https://github.com/flatcar/scripts.git
   ref:
     description:
-      - Tag, branch or commit to check out, for example V(stable-4593.2.5), V(main) or a commit id.
+      - Tag, branch or commit to check out, for example V(stable-4593.2.5), V(main) or a commit id (may not start with C(-)).
     type: str
     required: true
   upstream_repo:
@@ -64,6 +75,7 @@ options:
     description:
       - Build id appended to non-official versions (C(FLATCAR_BUILD_ID)).
       - When the version has none and O(official=false), kiln pins one once (C(kiln-<UTC date>)) and keeps it on reruns.
+      - Letters, digits, C(.), C(_), C(+) and C(-), starting with a letter or digit.
     type: str
   official:
     description: Build an official image (empty build id, C(COREOS_OFFICIAL=1)). Needs your own official update key in the image.
@@ -83,20 +95,32 @@ options:
     description: Reset the checkout to O(ref), reapply the patches and rewrite version.txt even when nothing changed.
     type: bool
     default: false
+  board:
+    description:
+      - Board the checkout is built for. With it the module writes the pinned version (and its channel) into that board's
+        build record and returns RV(record_path).
 notes:
-  - Local changes in O(dest) other than version.txt are refused, never discarded, unless O(force=true).
+  - Local changes in O(scripts_dir) other than version.txt are refused, never discarded, unless O(force=true).
 """
 
 EXAMPLES = r"""
 - name: Check out a release and pin the version
   kiln.flatcar.sdk_checkout:
-    dest: /var/lib/kiln/scripts
+    scripts_dir: /var/lib/kiln/scripts
     ref: stable-4593.2.5
     version: 4593.2.5+hotfix-1
+    board: amd64-usr
+  register: checkout
+
+- name: Build packages for exactly that version (passed on, not derived again)
+  kiln.flatcar.packages:
+    scripts_dir: /var/lib/kiln/scripts
+    board: amd64-usr
+  when: checkout.version.FLATCAR_VERSION is defined
 
 - name: Build a fork with an embargoed fix
   kiln.flatcar.sdk_checkout:
-    dest: /var/lib/kiln/scripts
+    scripts_dir: /var/lib/kiln/scripts
     repo: https://git.example.com/os/flatcar-scripts.git
     upstream_repo: https://github.com/flatcar/scripts.git
     ref: flatcar-4593
@@ -152,7 +176,16 @@ state_path:
   description: Where kiln keeps the checkout state that later stages read.
   returned: success
   type: str
+record_path:
+  description: The build record of O(board) for the pinned version (pass it on to later modules).
+  returned: success, when O(board) is set
+  type: str
+diff:
+  description: C(before) and C(after), each with C(commit) and C(version) (FLATCAR_VERSION).
+  returned: diff mode
+  type: dict
 """
+
 
 import datetime
 import hashlib
@@ -161,7 +194,9 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kiln.flatcar.plugins.module_utils._record import digest
+from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
+from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import board_args, deprecated
+from ansible_collections.kiln.flatcar.plugins.module_utils._record import BuildRecord, RecordError, digest, record_path
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
 from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import CHECKOUT_STATE
 from ansible_collections.kiln.flatcar.plugins.module_utils._version import (
@@ -181,16 +216,19 @@ GIT_ENV = {
     "GIT_COMMITTER_NAME": "kiln",
     "GIT_COMMITTER_EMAIL": "kiln@localhost",
 }
+# what the build record keeps of the pinned version (the fields SdkStage.version_fields writes)
+RECORD_VERSION_KEYS = ("FLATCAR_VERSION", "FLATCAR_VERSION_ID", "FLATCAR_BUILD_ID", "FLATCAR_SDK_VERSION", "channel", "official")
 
 
 class Checkout:
     def __init__(self, module):
         self.module = module
         p = module.params
-        self.dest = os.path.abspath(p["dest"])
-        self.state_path = os.path.join(self.dest, "__build__", "images", "kiln", CHECKOUT_STATE)
-        log_dir = os.path.join(self.dest, "__build__", "images", "kiln", "logs") if os.path.isdir(self.dest) else "/tmp"
-        self.runner = Runner(module, log_path=os.path.join(log_dir, "checkout.log"), env=GIT_ENV,
+        self.dest = os.path.abspath(p["scripts_dir"])
+        self.build_root = os.path.join(self.dest, "__build__", "images")
+        self.state_path = os.path.join(self.build_root, "kiln", CHECKOUT_STATE)
+        log_dir = os.path.join(self.build_root, "kiln", "logs") if os.path.isdir(self.dest) else "/tmp"
+        self.runner = Runner(module, log_path=os.devnull if module.check_mode else os.path.join(log_dir, "checkout.log"), env=GIT_ENV,
                              env_allow=("GIT_SSH_COMMAND", "GIT_SSL_CAINFO"), fail_extra={"stage": "checkout"})
         self.git = module.get_bin_path("git", required=True)
 
@@ -204,6 +242,7 @@ class Checkout:
     def patches(self):
         result = []
         for path in self.module.params["patches"]:
+            path = os.path.abspath(path)
             try:
                 with open(path, "rb") as fh:
                     data = fh.read()
@@ -221,7 +260,7 @@ class Checkout:
 
     def resolve(self, ref):
         for cand in ("refs/tags/%s^{commit}" % ref, "refs/remotes/origin/%s^{commit}" % ref, "%s^{commit}" % ref):
-            sha = self.q("rev-parse", "--verify", "--quiet", cand)
+            sha = self.q("rev-parse", "--verify", "--quiet", "--end-of-options", cand)
             if sha:
                 return sha
         return None
@@ -237,6 +276,13 @@ class Checkout:
         files = [line[3:] for line in (out if rc == 0 else "").splitlines() if len(line) > 3]
         return [f for f in files if f != VERSIONFILE]
 
+    def pinned(self):
+        """FLATCAR_VERSION of the checkout's version.txt now, or None."""
+        try:
+            return read_versionfile(os.path.join(self.dest, VERSIONFILE)).get("FLATCAR_VERSION")
+        except VersionError:
+            return None
+
     def run(self):
         module = self.module
         p = module.params
@@ -247,19 +293,51 @@ class Checkout:
                            "version": p["version"], "sdk_version": p["sdk_version"], "build_id": p["build_id"],
                            "official": p["official"], "binhost": p["binhost"]})
         head = self.q("rev-parse", "HEAD") if exists else None
+        before = {"commit": head, "version": self.pinned() if exists else None}
         if exists and not p["force"] and state.get("key") == want_key and head == state.get("commit") and self._versionfile_ok(state):
-            return self.result(False, state, "checkout is current")
+            return self.result(False, state, "checkout is current", before)
         if module.check_mode:
-            return dict(changed=True, reason="checkout would be created" if not exists else "checkout would be updated",
-                        commit=head, state_path=self.state_path, patches=patches)
+            after = {"commit": (self.resolve(p["ref"]) if exists and not patches else None),
+                     "version": self.requested_version()}
+            result = dict(changed=True, reason="checkout would be created" if not exists else "checkout would be updated",
+                          commit=head, state_path=self.state_path, patches=patches)
+            if p["board"]:
+                result["record_path"] = record_path(self.build_root, p["board"], after["version"]) if after["version"] else None
+            if module._diff:
+                result["diff"] = {"before": before, "after": after}
+            return result
+        base = self.fetch(exists)
+        applied = self.apply(patches, base)
+        commit = self.q("rev-parse", "HEAD")
+        version = self.pin_version(base, state)
+        state = {"key": want_key, "repo": p["repo"], "ref": p["ref"], "base_commit": base, "commit": commit,
+                 "patches": applied, "version": version, "versionfile_sha256": self._versionfile_sha(),
+                 "updated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        atomic_write(self.state_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        return self.result(True, state, "checked out %s" % p["ref"], before)
 
+    def requested_version(self):
+        """FLATCAR_VERSION the version option asks for (check mode), when it names a build id or is official."""
+        p = self.module.params
+        if not p["version"]:
+            return None
+        osv = FlatcarVersion.parse(p["version"])
+        if p["official"]:
+            return osv.version_id
+        build_id = p["build_id"] or osv.build_id
+        return FlatcarVersion.from_parts(osv.version_id, build_id).version if build_id else None
+
+    def fetch(self, exists):
+        """Clone or fetch, then check out the commit ``ref`` names; returns it. User values only after ``--``."""
+        module = self.module
+        p = module.params
         if not exists:
             if os.path.exists(self.dest) and os.listdir(self.dest):
-                module.fail_json(msg="%s exists and is not a git checkout: remove it or choose another dest" % self.dest)
+                module.fail_json(msg="%s exists and is not a git checkout: remove it or choose another scripts_dir" % self.dest)
             parent = os.path.dirname(self.dest)
             os.makedirs(parent, exist_ok=True)
             self.runner.log_path = os.path.join(parent, ".kiln-checkout-%s.log" % os.path.basename(self.dest))
-            self.runner.run([self.git, "clone", "--no-checkout", p["repo"], self.dest],
+            self.runner.run([self.git, "clone", "--no-checkout", "--", p["repo"], self.dest],
                             msg="git clone of %s failed: check the repo URL and network access" % p["repo"])
             self._move_log()
         else:
@@ -268,31 +346,29 @@ class Checkout:
                 module.fail_json(msg="%s has local changes (%s): commit or stash them, or use force" % (self.dest, ", ".join(dirty[:5])))
             self.g("fetch", "--tags", "--force", "origin", msg="git fetch from origin failed: check network access to %s" % p["repo"])
         if p["upstream_repo"]:
-            self.g("fetch", "--tags", "--force", p["upstream_repo"],
+            self.g("fetch", "--tags", "--force", "--", p["upstream_repo"],
                    msg="fetching tags from %s failed (forks need upstream tags for git describe)" % p["upstream_repo"])
         base = self.resolve(p["ref"])
         if not base:
             module.fail_json(msg="ref %r not found in %s: give an existing tag, branch or commit" % (p["ref"], p["repo"]))
         self.g("checkout", "--force", "--detach", base, msg="git checkout of %s failed" % p["ref"])
         self.g("clean", "-fdq", "-e", "__build__")
+        return base
+
+    def apply(self, patches, base):
         applied = []
         for patch in patches:
-            res = self.g("am", "-3", "--committer-date-is-author-date", patch["path"], check=False)
+            res = self.g("am", "-3", "--committer-date-is-author-date", "--", patch["path"], check=False)
             if res.rc != 0:
                 self.g("am", "--abort", check=False)
                 self.g("checkout", "--force", "--detach", base, check=False)
-                self.runner.fail("patch %s does not apply to %s: rebase it onto that ref" % (os.path.basename(patch["path"]), p["ref"]), result=res)
+                self.runner.fail("patch %s does not apply to %s: rebase it onto that ref"
+                                 % (os.path.basename(patch["path"]), self.module.params["ref"]), result=res)
             applied.append(patch)
-        commit = self.q("rev-parse", "HEAD")
-        version = self.pin_version(base, state)
-        state = {"key": want_key, "repo": p["repo"], "ref": p["ref"], "base_commit": base, "commit": commit,
-                 "patches": applied, "version": version, "versionfile_sha256": self._versionfile_sha(),
-                 "updated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        atomic_write(self.state_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
-        return self.result(True, state, "checked out %s" % p["ref"])
+        return applied
 
     def _move_log(self):
-        final = os.path.join(self.dest, "__build__", "images", "kiln", "logs", "checkout.log")
+        final = os.path.join(self.build_root, "kiln", "logs", "checkout.log")
         os.makedirs(os.path.dirname(final), exist_ok=True)
         try:
             os.replace(self.runner.log_path, final)
@@ -311,6 +387,7 @@ class Checkout:
         return state.get("versionfile_sha256") and state.get("versionfile_sha256") == self._versionfile_sha()
 
     def pin_version(self, base, state):
+        """Parse the version once (option, else the tag of ``base``), pin the build id, write version.txt; the fields."""
         module = self.module
         p = module.params
         vpath = os.path.join(self.dest, VERSIONFILE)
@@ -322,10 +399,8 @@ class Checkout:
             text = p["version"] or self.describe(base)
             if not text:
                 module.fail_json(msg="cannot derive a version for %s (no tags): set version, or upstream_repo for a fork" % p["ref"])
-            osv = FlatcarVersion.parse(text)
-            build_id = osv.build_id
-            if p["build_id"]:
-                build_id = p["build_id"]
+            requested = FlatcarVersion.parse(text)
+            build_id = p["build_id"] or requested.build_id
             if p["official"]:
                 if p["build_id"]:
                     module.fail_json(msg="official builds have no build id: drop build_id or set official: false")
@@ -333,12 +408,12 @@ class Checkout:
             elif not build_id:
                 # Pin once: reuse the id of an earlier run of this same checkout instead of a new date.
                 prev = (state.get("version") or {})
-                if prev.get("FLATCAR_VERSION_ID") == osv.version_id and prev.get("FLATCAR_BUILD_ID"):
+                if prev.get("FLATCAR_VERSION_ID") == requested.version_id and prev.get("FLATCAR_BUILD_ID"):
                     build_id = prev["FLATCAR_BUILD_ID"]
                 else:
                     build_id = "kiln-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M")
-            osv = FlatcarVersion.from_parts(osv.version_id, build_id)
-            osv.prefix = FlatcarVersion.parse(text).prefix
+            osv = FlatcarVersion.from_parts(requested.version_id, build_id)
+            osv.prefix = requested.prefix
             sdk = FlatcarVersion.parse(p["sdk_version"] or upstream.get("FLATCAR_SDK_VERSION"), "SDK version")
         except VersionError as exc:
             module.fail_json(msg=str(exc))
@@ -353,43 +428,82 @@ class Checkout:
             atomic_write(vpath, content)
         fields = osv.as_dict()
         fields["FLATCAR_SDK_VERSION"] = sdk.version
-        fields["channel"] = FlatcarVersion.parse(text).channel
+        fields["channel"] = requested.channel
         return fields
 
-    def result(self, changed, state, reason):
-        return dict(changed=changed, reason=reason, commit=state.get("commit"), base_commit=state.get("base_commit"),
-                    version=state.get("version"), versionfile=os.path.join(self.dest, VERSIONFILE), patches=state.get("patches", []),
-                    state_path=self.state_path, log_path=self.runner.log_path)
+    def sync_record(self, version):
+        """With a board: the pinned version (and channel) in that board's build record; (path, changed)."""
+        board = self.module.params["board"]
+        if not board or not version:
+            return None, False
+        path = record_path(self.build_root, board, version["FLATCAR_VERSION"])
+        fields = dict((k, version.get(k)) for k in RECORD_VERSION_KEYS)
+        if self.module.check_mode:
+            return path, False
+        try:
+            with BuildRecord.open(path, board=board, version=fields, build_root=self.build_root) as record:
+                if record.data.get("version") == fields and os.path.isfile(path):
+                    return path, False
+                record.set("version", fields)
+                record.save()
+        except RecordError as exc:
+            self.module.fail_json(msg=str(exc), record_path=path)
+        return path, True
+
+    def result(self, changed, state, reason, before):
+        rpath, record_changed = self.sync_record(state.get("version"))
+        out = dict(changed=changed or record_changed, reason=reason, commit=state.get("commit"), base_commit=state.get("base_commit"),
+                   version=state.get("version"), versionfile=os.path.join(self.dest, VERSIONFILE), patches=state.get("patches", []),
+                   state_path=self.state_path, log_path=self.runner.log_path)
+        if rpath:
+            out["record_path"] = rpath
+        if self.module._diff:
+            out["diff"] = {"before": before, "after": {"commit": state.get("commit"),
+                                                       "version": (state.get("version") or {}).get("FLATCAR_VERSION")}}
+        return out
+
+
+def validate(module):
+    """Every option value, before the checkout is touched (one line on failure)."""
+    p = module.params
+    v = _validate
+    v.check(module, v.git_repo, p["repo"], "repo")
+    if p["upstream_repo"]:
+        v.check(module, v.git_repo, p["upstream_repo"], "upstream_repo")
+    v.check(module, v.git_ref, p["ref"], "ref")
+    if p["version"]:
+        v.check(module, v.version, p["version"])
+    if p["sdk_version"]:
+        v.check(module, v.version, p["sdk_version"], "SDK version")
+    if p["build_id"]:
+        v.check(module, v.build_id, p["build_id"])
+        # the pinned version must parse too (e.g. a build id that the version parser would split)
+        base = FlatcarVersion.parse(p["version"]).version_id if p["version"] else "0.0.0"
+        v.check(module, v.version, "%s+%s" % (base, p["build_id"]), "version with build_id")
+    if p["binhost"] is not None:
+        try:
+            check_binhost_root(p["binhost"])
+        except VersionError as exc:
+            module.fail_json(msg=str(exc))
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            dest=dict(type="path", required=True),
-            repo=dict(type="str", default="https://github.com/flatcar/scripts.git"),
-            ref=dict(type="str", required=True),
-            upstream_repo=dict(type="str"),
-            patches=dict(type="list", elements="path", default=[]),
-            version=dict(type="str"),
-            sdk_version=dict(type="str"),
-            build_id=dict(type="str"),
-            official=dict(type="bool", default=False),
-            binhost=dict(type="str"),
-            force=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
+    spec = dict(
+        scripts_dir=dict(type="path", required=True, aliases=["dest"], deprecated_aliases=deprecated("dest")),
+        repo=dict(type="str", default="https://github.com/flatcar/scripts.git"),
+        ref=dict(type="str", required=True),
+        upstream_repo=dict(type="str"),
+        patches=dict(type="list", elements="path", default=[]),
+        version=dict(type="str"),
+        sdk_version=dict(type="str"),
+        build_id=dict(type="str"),
+        official=dict(type="bool", default=False),
+        binhost=dict(type="str"),
+        force=dict(type="bool", default=False),
     )
-    for key, what in (("version", "version"), ("sdk_version", "SDK version")):
-        if module.params[key]:
-            try:
-                FlatcarVersion.parse(module.params[key], what)
-            except VersionError as exc:
-                module.fail_json(msg=str(exc))
-    if module.params["binhost"] is not None:
-        try:
-            check_binhost_root(module.params["binhost"])
-        except VersionError as exc:
-            module.fail_json(msg=str(exc))
+    spec.update(board_args())
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    validate(module)
     module.exit_json(**Checkout(module).run())
 
 

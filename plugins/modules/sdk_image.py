@@ -20,6 +20,8 @@ author:
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
+  - kiln.flatcar._common
+  - kiln.flatcar._common.engine
 attributes:
   check_mode:
     support: full
@@ -58,11 +60,6 @@ options:
     description: Where a tarball from a cache URL is downloaded to on the builder before loading (removed afterwards).
     type: path
     default: /var/tmp
-  engine:
-    description: Container engine.
-    type: str
-    default: auto
-    choices: [auto, docker, podman]
   force:
     description: Pull or load even when the local image is current.
     type: bool
@@ -125,8 +122,10 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import fetch_url
 
+from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
+from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import detect_engine, engine_args
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
-from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import detect_engine, image_id, sdk_image_ref
+from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import image_id, sdk_image_ref
 from ansible_collections.kiln.flatcar.plugins.module_utils._version import VERSIONFILE, FlatcarVersion, VersionError, read_versionfile
 
 # A fixed script; the file and engine arrive as positional parameters, never interpolated.
@@ -255,12 +254,19 @@ def main():
             registry=dict(type="str", default="ghcr.io/flatcar"),
             cache=dict(type="str"),
             download_dir=dict(type="path", default="/var/tmp"),
-            engine=dict(type="str", default="auto", choices=["auto", "docker", "podman"]),
             force=dict(type="bool", default=False),
             timeout=dict(type="int", default=60),
+            **engine_args()
         ),
         supports_check_mode=True,
     )
+    p = module.params
+    if p["sdk_version"]:
+        _validate.check(module, _validate.version, p["sdk_version"], "SDK version")
+    if p["cache"] and _is_url(p["cache"]):
+        _validate.check(module, _validate.url, p["cache"], "cache")
+    elif p["cache"] and not os.path.isabs(p["cache"]):
+        module.fail_json(msg="cache %r is neither an http(s) URL nor an absolute path" % p["cache"])
     module.exit_json(**SdkImage(module).run())
 
 

@@ -20,6 +20,9 @@ extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
   - kiln.flatcar._sdk
+  - kiln.flatcar._common
+  - kiln.flatcar._common.board_required
+  - kiln.flatcar._common.engine
 attributes:
   check_mode:
     support: full
@@ -126,12 +129,13 @@ container_name:
 """
 
 import os
-import re
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import changed_files, role_of, snapshot
+from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
 from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import COMMON_ARGS, SdkStage
+from ansible_collections.kiln.flatcar.plugins.module_utils._validate import check
 from ansible_collections.kiln.flatcar.plugins.module_utils._sdkargv import SYSEXT_COMPRESSION, build_sysext_argv, build_sysext_flags
 
 
@@ -151,51 +155,49 @@ def main():
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", p["name"]):
-        module.fail_json(msg="sysext name %r is invalid: use letters, digits, '.', '_' and '-'" % p["name"])
+    check(module, _validate.identifier, p["name"], "sysext name")
     if not p["packages"] and not p["metapkgs"]:
         module.fail_json(msg="a sysext needs packages or metapkgs: name what goes into %s.raw" % p["name"])
     stage = SdkStage(module, "sysext:" + p["name"])
     # every SDK command is checked against the checkout before anything else (paths do not matter to it)
     stage.preflight([build_sysext_argv(p, stage.board, "/base.squashfs", "/out")])
-    record = stage.open_record()
-    rel = record.data.get("build_dir")
-    image = record.stage("image")
-    if not image or image.get("status") != "passed" or not rel:
-        record.close()
-        module.fail_json(msg="stage image has not passed for %s %s: run kiln.flatcar.image first" % (stage.board, stage.version.version),
-                         record_path=stage.record_path)
-    build_dir = os.path.join(stage.build_root, rel)
-    out_dir = os.path.abspath(p["output_dir"] or build_dir)
-    base = p["squashfs_base"] or os.path.join(build_dir, "flatcar_production_image_sysext.squashfs")
-    base_c = stage.host_to_container(base, "squashfs_base")
-    out_c = stage.host_to_container(out_dir, "output_dir")
-    flags = build_sysext_flags(p, stage.board, base_c, out_c)
-    argv = build_sysext_argv(p, stage.board, base_c, out_c)
-    inputs = stage.base_inputs(previous="image")
-    inputs["flags"] = flags
-    inputs["packages"] = list(p["packages"])
-    raw = os.path.join(out_dir, p["name"] + ".raw")
+    with stage:
+        stage.require_stage("image", "run kiln.flatcar.image first")
+        rel = stage.record.data.get("build_dir")
+        if not rel:
+            module.fail_json(msg="build record %s names no build_dir: run kiln.flatcar.image first" % stage.record_path,
+                             record_path=stage.record_path)
+        build_dir = os.path.join(stage.build_root, rel)
+        out_dir = os.path.abspath(p["output_dir"] or build_dir)
+        base = p["squashfs_base"] or os.path.join(build_dir, "flatcar_production_image_sysext.squashfs")
+        base_c = stage.host_to_container(base, "squashfs_base")
+        out_c = stage.host_to_container(out_dir, "output_dir")
+        flags = build_sysext_flags(p, stage.board, base_c, out_c)
+        argv = build_sysext_argv(p, stage.board, base_c, out_c)
+        inputs = stage.base_inputs(previous="image")
+        inputs["flags"] = flags
+        inputs["packages"] = list(p["packages"])
+        raw = os.path.join(out_dir, p["name"] + ".raw")
 
-    def execute():
-        if not os.path.isfile(base):
-            stage.runner.fail("sysext base %s is missing: build the image with image type prod first" % base)
-        os.makedirs(out_dir, exist_ok=True)
-        before = snapshot(out_dir)
-        # sudo -E like Flatcar's own callers (build_library/prod_image_util.sh): build_sysext reads
-        # SYSEXT_SIGNING_KEY_DIR under set -u, and sudoers (sdk_lib/90_env_keep) does not keep it.
-        stage.runner.run(stage.sdk_command(["sudo", "-E"] + argv),
-                         msg="build_sysext %s failed: see the log" % p["name"])
-        if not os.path.isfile(raw):
-            stage.runner.fail("build_sysext finished but %s was not written" % raw)
-        files = set(changed_files(before, snapshot(out_dir)))
-        files.add(raw)
-        files = [f for f in files if os.path.basename(f).startswith(p["name"])]
-        return [stage.describe(f, "sysext" if f == raw else role_of(f)) for f in sorted(files)], {"name": p["name"], "output_dir": out_dir}
+        def execute():
+            if not os.path.isfile(base):
+                stage.runner.fail("sysext base %s is missing: build the image with image type prod first" % base)
+            os.makedirs(out_dir, exist_ok=True)
+            before = snapshot(out_dir)
+            # sudo -E like Flatcar's own callers (build_library/prod_image_util.sh): build_sysext reads
+            # SYSEXT_SIGNING_KEY_DIR under set -u, and sudoers (sdk_lib/90_env_keep) does not keep it.
+            stage.runner.run(stage.sdk_command(["sudo", "-E"] + argv),
+                             msg="build_sysext %s failed: see the log" % p["name"])
+            if not os.path.isfile(raw):
+                stage.runner.fail("build_sysext finished but %s was not written" % raw)
+            files = set(changed_files(before, snapshot(out_dir)))
+            files.add(raw)
+            files = [f for f in files if os.path.basename(f).startswith(p["name"])]
+            return [stage.describe(f, "sysext" if f == raw else role_of(f)) for f in sorted(files)], {"name": p["name"], "output_dir": out_dir}
 
-    result = stage.run(inputs, execute)
-    result["sysext"] = raw
-    module.exit_json(**result)
+        result = stage.run(inputs, execute)
+        result["sysext"] = raw
+        module.exit_json(**result)
 
 
 if __name__ == "__main__":

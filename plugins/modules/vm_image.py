@@ -23,6 +23,9 @@ extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
   - kiln.flatcar._sdk
+  - kiln.flatcar._common
+  - kiln.flatcar._common.board_required
+  - kiln.flatcar._common.engine
 attributes:
   check_mode:
     support: full
@@ -124,6 +127,16 @@ def expand_formats(module, formats):
     return result
 
 
+def image_build_dir(module, stage):
+    """The image stage's output directory (the image stage must have passed)."""
+    stage.require_stage("image", "run kiln.flatcar.image first")
+    rel = stage.record.data.get("build_dir")
+    if not rel:
+        module.fail_json(msg="build record %s names no build_dir: run kiln.flatcar.image first" % stage.record_path,
+                         record_path=stage.record_path)
+    return os.path.join(stage.build_root, rel)
+
+
 def make_executor(stage, flags, fmt, build_dir, comp):
     """The work of one format: run image_to_vm.sh and record what it wrote."""
     prefix = "flatcar_production_%s" % fmt
@@ -171,22 +184,16 @@ def main():
             # every format is checked before the first one runs (paths do not matter to the check)
             placeholder = CONTAINER_ROOT + "/images/" + stage.board
             stage.preflight([image_to_vm_argv(p, stage.board, f, placeholder, vm_compression(f, p["compression"])) for f in formats])
-        record = stage.open_record()
         record_path = stage.record_path
-        image = record.stage("image")
-        rel = record.data.get("build_dir")
-        if not image or image.get("status") != "passed" or not rel:
-            record.close()
-            module.fail_json(msg="stage image has not passed for %s %s: run kiln.flatcar.image first" % (stage.board, stage.version.version),
-                             record_path=stage.record_path)
-        build_dir = os.path.join(stage.build_root, rel)
-        comp = vm_compression(fmt, p["compression"])
-        cdir = stage.host_to_container(build_dir)
-        flags = image_to_vm_flags(p, stage.board, fmt, cdir, comp)
-        stage.preflight([["./image_to_vm.sh"] + flags])
-        inputs = stage.base_inputs(previous="image")
-        inputs["flags"] = flags
-        res = stage.run(inputs, make_executor(stage, flags, fmt, build_dir, comp))
+        with stage:
+            build_dir = image_build_dir(module, stage)
+            comp = vm_compression(fmt, p["compression"])
+            cdir = stage.host_to_container(build_dir)
+            flags = image_to_vm_flags(p, stage.board, fmt, cdir, comp)
+            stage.preflight([["./image_to_vm.sh"] + flags])
+            inputs = stage.base_inputs(previous="image")
+            inputs["flags"] = flags
+            res = stage.run(inputs, make_executor(stage, flags, fmt, build_dir, comp))
         results[fmt] = dict(changed=res["changed"], reason=res["reason"], compression=comp, outputs=res["outputs"], log_path=res["log_path"])
     module.exit_json(changed=any(r["changed"] for r in results.values()), formats=results, build_dir=build_dir, record_path=record_path)
 

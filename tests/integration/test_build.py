@@ -157,10 +157,10 @@ def test_build_check_first_run_rerun_and_input_change(env):
 @pytest.mark.parametrize(
     "module,args,expect",
     [
-        ("kiln.flatcar.packages", {"board": "riscv-usr"}, "unknown board 'riscv-usr': use one of amd64-usr, arm64-usr"),
+        ("kiln.flatcar.packages", {"board": "riscv-usr"}, "value of board must be one of: amd64-usr, arm64-usr, got: riscv-usr"),
         ("kiln.flatcar.vm_image", {"board": "amd64-usr", "formats": ["qemu"]}, "format qemu is not valid any more: use qemu_uefi"),
         ("kiln.flatcar.vm_image", {"board": "amd64-usr", "formats": ["floppy"]}, "unknown VM image format 'floppy'"),
-        ("kiln.flatcar.sdk_checkout", {"dest": "/tmp/kiln-never", "ref": "x", "version": "stable-4593.2"}, "malformed version 'stable-4593.2'"),
+        ("kiln.flatcar.sdk_checkout", {"scripts_dir": "/tmp/kiln-never", "ref": "x", "version": "stable-4593.2"}, "malformed version 'stable-4593.2'"),
         ("kiln.flatcar.image", {"board": "amd64-usr", "scripts_dir": "/nonexistent/scripts"},
          "/nonexistent/scripts is not a Flatcar scripts checkout (no run_sdk_container)"),
     ],
@@ -177,7 +177,7 @@ def test_bad_input_is_one_line(env, module, args, expect):
 
 def test_missing_container_engine(env, tmp_path):
     checkout = tmp_path / "scripts"
-    res, _run = run_module("kiln.flatcar.sdk_checkout", {"dest": str(checkout), "repo": env["origin"], "ref": TAG})
+    res, _run = run_module("kiln.flatcar.sdk_checkout", {"scripts_dir": str(checkout), "repo": env["origin"], "ref": TAG})
     assert res.get("changed"), res
     res, _run = run_module("kiln.flatcar.packages", {"scripts_dir": str(checkout), "board": "amd64-usr"},
                            task_env={"PATH": "/nonexistent"})
@@ -190,7 +190,7 @@ def test_full_disk_during_a_step(env, tmp_path):
     checkout = tmp_path / "scripts"
     version = "4593.2.5+diskfull"
     vars_ = build_vars(env, checkout, version=version, kiln_vm_formats=[])
-    res, _run = run_module("kiln.flatcar.sdk_checkout", {"dest": str(checkout), "repo": env["origin"], "ref": TAG, "version": version})
+    res, _run = run_module("kiln.flatcar.sdk_checkout", {"scripts_dir": str(checkout), "repo": env["origin"], "ref": TAG, "version": version})
     assert res.get("changed"), res
     # the image output root on a nearly full tmpfs; kiln's record and logs stay on the real disk
     images = checkout / "__build__" / "images" / "images"

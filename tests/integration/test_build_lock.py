@@ -50,5 +50,9 @@ def test_force_and_check_mode(tmp_path):
     res, _run = run_module("kiln.flatcar.build_lock", dict(dir=str(tmp_path / "l2"), board="amd64-usr",
                                                            version="4593.2.5", owner="x"), check=True)
     assert res["changed"] and not os.path.exists(res["path"])
-    bad = lock(tmp_path, "x", version="../../etc")
-    assert bad.get("failed") and "not a Flatcar version" in bad["msg"]
+    # the version names the lease file: the one version validator, canonical FLATCAR_VERSION only
+    for version, why in (("../../etc", "malformed version"), ("4593.2.5+x/../../../etc", "malformed build id"),
+                         ("stable-4593.2.5", "is not a FLATCAR_VERSION")):
+        bad = lock(tmp_path, "x", version=version)
+        assert bad.get("failed") and why in bad["msg"] and "\n" not in bad["msg"], bad
+    assert not os.path.exists(tmp_path / "etc") and not os.path.exists(tmp_path / "locks" / "amd64-usr")

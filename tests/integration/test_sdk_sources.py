@@ -30,7 +30,7 @@ def origin(tmp_path_factory):
 def test_checkout_pins_build_id_once_and_is_idempotent(origin, tmp_path):
     _base, url = origin
     dest = tmp_path / "scripts"
-    args = {"dest": str(dest), "repo": url, "ref": TAG}
+    args = {"scripts_dir": str(dest), "repo": url, "ref": TAG}
     res, _run = run_module("kiln.flatcar.sdk_checkout", args, check=True)
     assert res["changed"] and not dest.exists()
     res, _run = run_module("kiln.flatcar.sdk_checkout", args)
@@ -53,7 +53,7 @@ def test_checkout_pins_build_id_once_and_is_idempotent(origin, tmp_path):
 
 def test_official_checkout_has_no_build_id(origin, tmp_path):
     _base, url = origin
-    res, _run = run_module("kiln.flatcar.sdk_checkout", {"dest": str(tmp_path / "s"), "repo": url, "ref": TAG, "official": True})
+    res, _run = run_module("kiln.flatcar.sdk_checkout", {"scripts_dir": str(tmp_path / "s"), "repo": url, "ref": TAG, "official": True})
     assert res["version"]["FLATCAR_VERSION"] == "4593.2.5" and res["version"]["official"] is True
 
 
@@ -64,7 +64,7 @@ def test_fork_without_tags_needs_upstream(origin, tmp_path):
     work = tmp_path / "forkwork"
     git("clone", "-q", "--no-tags", url, str(work))
     git("push", "-q", str(fork), "HEAD:refs/heads/flatcar-4593", cwd=str(work))
-    args = {"dest": str(tmp_path / "scripts"), "repo": "file://" + str(fork), "ref": "flatcar-4593"}
+    args = {"scripts_dir": str(tmp_path / "scripts"), "repo": "file://" + str(fork), "ref": "flatcar-4593"}
     res, _run = run_module("kiln.flatcar.sdk_checkout", args)
     assert res.get("failed") and "\n" not in res["msg"]
     assert "set version, or upstream_repo for a fork" in res["msg"]
@@ -76,7 +76,7 @@ def test_fork_without_tags_needs_upstream(origin, tmp_path):
 def test_local_changes_are_refused_not_discarded(origin, tmp_path):
     _base, url = origin
     dest = tmp_path / "scripts"
-    args = {"dest": str(dest), "repo": url, "ref": TAG, "version": "4593.2.5+x"}
+    args = {"scripts_dir": str(dest), "repo": url, "ref": TAG, "version": "4593.2.5+x"}
     run_module("kiln.flatcar.sdk_checkout", args)
     (dest / "build_image").write_text("local edit\n")
     res, _run = run_module("kiln.flatcar.sdk_checkout", dict(args, version="4593.2.5+y"))

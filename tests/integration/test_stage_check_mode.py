@@ -15,7 +15,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from kiln_testlib import run_module  # noqa: E402
+from kiln_testlib import fs_changes, fs_snapshot, run_module  # noqa: E402
 from test_signing import BOARD, VERSION, bundle, gen_key, kill_agent, make_build, new_home, openssl_pair  # noqa: E402
 
 from ansible_collections.kiln.flatcar.plugins.module_utils._record import BuildRecord, RecordLocked  # noqa: E402
@@ -27,16 +27,7 @@ def snapshot(tmp_path, tmpdir):
     """(type, size, mtime) of every entry under ``tmp_path`` (build root, state dir, destination, cache) and
     ``tmpdir``. TMPDIR's own mtime is left out: gpg needs a private scratch directory there, which it removes
     again (what is in TMPDIR, and everything else, must be unchanged)."""
-    seen = {}
-    for root in (tmp_path, tmpdir):
-        for top, dirs, files in os.walk(root):
-            for name in dirs + files:
-                path = os.path.join(top, name)
-                st = os.lstat(path)
-                seen[path] = (st.st_mode >> 12, st.st_size, st.st_mtime_ns)
-        st = os.lstat(root)
-        seen[root] = (st.st_mode >> 12, None if root == tmpdir else st.st_mtime_ns)
-    return seen
+    return fs_snapshot((tmp_path, tmpdir), volatile_roots=(tmpdir,))
 
 
 @pytest.fixture()
@@ -53,7 +44,7 @@ def unchanged_by_check_mode(tmp_path, module, args, env=None):
     res, _run = run_module(module, args, check=True, task_env=dict(env or {}, TMPDIR=tmpdir))
     after = snapshot(str(tmp_path), tmpdir)
     assert not res.get("failed"), res.get("msg")
-    changes = sorted(set(before) ^ set(after)) + sorted(p for p in before if p in after and before[p] != after[p])
+    changes = fs_changes(before, after)
     assert not changes, changes
     return res
 

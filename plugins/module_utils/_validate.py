@@ -1,0 +1,200 @@
+# Copyright (c) kiln developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# This module util is PRIVATE to kiln.flatcar. It can change at any time. Do not use it from other collections.
+
+"""One validator per kind of untrusted value (docs/design.md "Security").
+
+Every value that comes from an option, the inventory or a build record is untrusted where it enters a
+module. Each kind has exactly one function here; it returns the value to use (normalised where the kind has
+a canonical form) or raises ``Invalid`` with one line saying what to fix. Paths are the business of
+``_safety`` (``confine``, ``component``); ``file_name`` and ``remote_path`` below build on it.
+
+``check(module, validator, value, ...)`` turns ``Invalid`` into ``module.fail_json(msg=<one line>)``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ansible_collections.kiln.flatcar.plugins.module_utils._record import BOARDS
+from ansible_collections.kiln.flatcar.plugins.module_utils._safety import UnsafePath, component
+from ansible_collections.kiln.flatcar.plugins.module_utils._version import CHANNELS, FlatcarVersion, VersionError
+
+# A host name, IPv4 or [IPv6] address as ssh takes it; never an option (no leading '-').
+HOST_RE = re.compile(r"^[A-Za-z0-9_\[][A-Za-z0-9_.:%\[\]-]*$")
+# A POSIX-ish login name.
+USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# Plain words for a program run on another host (``sudo rsync``, ``/usr/bin/python3``): no shell syntax at all.
+COMMAND_RE = re.compile(r"^[A-Za-z0-9_./=+-]+( [A-Za-z0-9_./=+-]+)*$")
+# A Docker/Podman container name (the engines' own rule).
+CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# An update group (build_image --group) and similar short identifiers.
+GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A build id (FLATCAR_BUILD_ID): the same rule the version parser applies to the part after '+'.
+BUILD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+# An http(s) URL without whitespace, quotes or shell metacharacters.
+URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://[A-Za-z0-9._~:/?#\[\]@!%+,=-]+$")
+# A git ref name (tag, branch, commit id); git check-ref-format rules that matter for argv safety.
+GIT_REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]*$")
+# A path on another host: characters no shell interprets (rsync before 3.2.4 passes remote paths to a shell).
+REMOTE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+@%:=,-]*$")
+# An ssh -o value: Name=value, nothing ssh would read as another option or line.
+SSH_OPTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*[ =]\S.*$")
+
+
+class Invalid(ValueError):
+    """An untrusted value that may not be used; the message is one line."""
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+def version(value, what="version", canonical=False):
+    """A parsed ``_version.FlatcarVersion``.
+
+    ``canonical`` demands the FLATCAR_VERSION form (``4593.2.5`` or ``4593.2.5+kiln-1``, no channel prefix): the form
+    used as a path component (build records, the cache, locks) and the one RV(version.FLATCAR_VERSION) of
+    sdk_checkout returns."""
+    try:
+        parsed = FlatcarVersion.parse(value, what)
+    except VersionError as exc:
+        raise Invalid(_one_line(exc))
+    if canonical and parsed.text != parsed.version:
+        raise Invalid("%s %r is not a FLATCAR_VERSION: give %r (the version.FLATCAR_VERSION kiln.flatcar.sdk_checkout returns)"
+                      % (what, parsed.text, parsed.version))
+    return parsed
+
+
+def board(value, what="board"):
+    """One of ``_record.BOARDS``."""
+    if value not in BOARDS:
+        raise Invalid("unknown %s %r: use one of %s" % (what, value, ", ".join(sorted(BOARDS))))
+    return value
+
+
+def group(value, what="group"):
+    """An update group name (build_image ``--group``, Nebraska group)."""
+    if not isinstance(value, str) or not GROUP_RE.match(value):
+        raise Invalid("%s %r is not a valid update group name: use letters, digits, '.', '_' and '-'" % (what, value))
+    return value
+
+
+def identifier(value, what="name"):
+    """A short name that also becomes a file name and a stage name (sysext name, publish target name)."""
+    if not isinstance(value, str) or not GROUP_RE.match(value):
+        raise Invalid("%s %r is invalid: use letters, digits, '.', '_' and '-', starting with a letter or digit" % (what, value))
+    return value
+
+
+def channel(value, what="channel", developer=False):
+    """A Flatcar release channel (``alpha``, ``beta``, ``stable``, ``lts``; ``developer`` when allowed)."""
+    allowed = CHANNELS + (("developer",) if developer else ())
+    if value not in allowed:
+        raise Invalid("unknown %s %r: use one of %s" % (what, value, ", ".join(allowed)))
+    return value
+
+
+def container_name(value, what="container_name"):
+    """A Docker/Podman container name."""
+    if not isinstance(value, str) or not CONTAINER_RE.match(value):
+        raise Invalid("%s %r is not a container name: use letters, digits, '.', '_' and '-', starting with a letter or digit"
+                      % (what, value))
+    return value
+
+
+def host(value, what="host"):
+    """A host name or address for ssh; never something ssh would read as an option."""
+    if not isinstance(value, str) or not HOST_RE.match(value):
+        raise Invalid("%s %r is not a host name or address" % (what, value))
+    return value
+
+
+def user(value, what="ssh_user"):
+    """A login name."""
+    if not isinstance(value, str) or not USER_RE.match(value):
+        raise Invalid("%s %r is not a user name" % (what, value))
+    return value
+
+
+def build_id(value, what="build_id"):
+    """A FLATCAR_BUILD_ID (letters, digits, '.', '_', '+', '-'; not starting with a separator)."""
+    if not isinstance(value, str) or not BUILD_ID_RE.match(value):
+        raise Invalid("malformed %s %r: use letters, digits, '.', '_', '+' and '-', starting with a letter or digit" % (what, value))
+    return value
+
+
+def url(value, what="url", schemes=("http", "https")):
+    """A URL with one of ``schemes`` and no whitespace, quotes or shell metacharacters."""
+    match = URL_RE.match(value) if isinstance(value, str) else None
+    if not match or match.group("scheme").lower() not in schemes:
+        raise Invalid("%s %r is not a %s URL without spaces, quotes or shell metacharacters"
+                      % (what, value, "/".join(schemes)))
+    return value
+
+
+def file_name(value, what="name"):
+    """One plain path component (``_safety.component``)."""
+    try:
+        return component(value, what)
+    except UnsafePath as exc:
+        raise Invalid(str(exc))
+
+
+def remote_path(value, what="path"):
+    """An absolute path on another host, in characters no remote shell interprets, without '..' components."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise Invalid("%s %r is not an absolute path" % (what, value))
+    if not REMOTE_PATH_RE.match(value) or ".." in value.split("/"):
+        raise Invalid("%s %r: use letters, digits and '/._+@%%:=,-' only (older rsync hands remote paths to a shell), "
+                      "no '..'" % (what, value))
+    return value.rstrip("/") or "/"
+
+
+def command(value, what="command"):
+    """A program (with plain leading words such as ``sudo``) run on another host: no shell syntax."""
+    if not isinstance(value, str) or not COMMAND_RE.match(value):
+        raise Invalid("%s %r: use a program path, optionally after plain words such as sudo, without shell syntax" % (what, value))
+    return value
+
+
+def ssh_option(value, what="ssh option"):
+    """An ``ssh -o`` value (``Name=value``)."""
+    if not isinstance(value, str) or not SSH_OPTION_RE.match(value) or "\n" in value:
+        raise Invalid("%s %r is not an ssh -o Name=value option" % (what, value))
+    return value
+
+
+def git_ref(value, what="ref"):
+    """A tag, branch or commit name for git: never an option, no revision syntax, no whitespace."""
+    if not isinstance(value, str) or not GIT_REF_RE.match(value) or ".." in value or value.endswith((".lock", "/", ".")) \
+            or "@{" in value:
+        raise Invalid("%s %r is not a tag, branch or commit name (letters, digits, '.', '_', '/', '+', '-'; not starting "
+                      "with '-', no '..')" % (what, value))
+    return value
+
+
+def git_repo(value, what="repo"):
+    """A git repository: an http(s)/ssh/git/file URL, ``user@host:path`` or an absolute local path; never an option and
+    never a command transport (``ext::``, ``fd::``)."""
+    text = value if isinstance(value, str) else ""
+    bad = not text or text.startswith("-") or any(c in text for c in "\0\n\r") or "::" in text.split("/", 1)[0]
+    if not bad and "://" in text:
+        bad = text.split("://", 1)[0].lower() not in ("https", "http", "ssh", "git", "file")
+    elif not bad:
+        bad = not (text.startswith("/") or re.match(r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:", text))
+    if bad:
+        raise Invalid("%s %r is not a git repository URL (https://, ssh://, git://, file://, user@host:path) or absolute path"
+                      % (what, value))
+    return value
+
+
+def check(module, validator, value, *args, **kwargs):
+    """``validator(value, ...)``, or ``module.fail_json`` with its one line."""
+    try:
+        return validator(value, *args, **kwargs)
+    except Invalid as exc:
+        module.fail_json(msg=str(exc))
+    return None  # not reached
