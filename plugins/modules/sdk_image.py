@@ -151,7 +151,9 @@ class SdkImage:
         self.flavour = p["flavour"]
         self.ref = sdk_image_ref(self.flavour, self.sdk_version.version, p["registry"])
         log_dir = os.path.join(os.path.abspath(p["scripts_dir"]), "__build__", "images", "kiln", "logs") if p["scripts_dir"] else "/var/tmp"
-        self.runner = Runner(module, log_path=os.path.join(log_dir, "sdk-image-%s.log" % self.flavour), fail_extra={"stage": "sdk"})
+        # check mode writes nothing, not even the log directory
+        log_path = os.devnull if module.check_mode else os.path.join(log_dir, "sdk-image-%s.log" % self.flavour)
+        self.runner = Runner(module, log_path=log_path, fail_extra={"stage": "sdk"})
         self.engine, self.engine_argv = detect_engine(module, p["engine"])
         self.name = "flatcar-sdk-%s-%s" % (self.flavour, self.sdk_version.docker_vernum)
 
