@@ -6,8 +6,8 @@
 
 """kiln.flatcar.publish, part 1: the build record as read for a publish, the manifest, the layout.
 
-* :func:`find_record` and :func:`load_release` read the build record and validate what a publish
-  takes from it: ``board`` (one of ``_record.BOARDS``), ``version.FLATCAR_VERSION`` (parsed with
+* :func:`locate_record` finds the build record (through ``_stage.locate``) and :func:`release_of`
+  validates what a publish takes from the record the publish stage opened: ``board`` (one of ``_record.BOARDS``), ``version.FLATCAR_VERSION`` (parsed with
   ``_version.FlatcarVersion``, canonical form only) and the shape of ``stages``.
 * :func:`build_manifest` turns the outputs of the selected stages into :class:`PubFile` entries;
   every output path must be relative, without ``..``, and resolve inside the build root
@@ -30,7 +30,7 @@ from typing import Optional, Tuple
 from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import role_of
 from ansible_collections.kiln.flatcar.plugins.module_utils._mirror import STAGING_PREFIX
 from ansible_collections.kiln.flatcar.plugins.module_utils._record import (
-    BOARDS, BuildRecord, RecordError, file_sha256,
+    BOARDS, file_sha256,
 )
 from ansible_collections.kiln.flatcar.plugins.module_utils._safety import UnsafePath, component, confine
 from ansible_collections.kiln.flatcar.plugins.module_utils._stage import locate
@@ -103,28 +103,12 @@ def locate_record(record_path, build_root, board, version):
     return locate(build_root=build_root, board=board, version=parse_version(version, "version"))
 
 
-def find_record(record_path, build_root, board, version):
-    """(record path, build root) from the options."""
-    location = locate_record(record_path, build_root, board, version)
-    return location.record_path, location.build_root
-
-
 def parse_version(text, what):
     """The canonical FLATCAR_VERSION of ``text``."""
     try:
         return component(FlatcarVersion.parse(text, what).version, what)
     except (VersionError, UnsafePath) as exc:
         raise PublishError(str(exc))
-
-
-def load_release(path, build_root, want_board=None, want_version=None):
-    """Read and validate the build record at ``path`` (read-only: no lock file, no write)."""
-    try:
-        with BuildRecord.open(path, create=False, read_only=True) as record:
-            data = record.data
-    except RecordError as exc:
-        raise PublishError(str(exc), record_path=path)
-    return release_of(data, path, build_root, want_board, want_version)
 
 
 def release_of(data, path, build_root, want_board=None, want_version=None):

@@ -14,9 +14,10 @@ from ansible_collections.kiln.flatcar.plugins.module_utils import _mirror
 from ansible_collections.kiln.flatcar.plugins.module_utils._pub_backends import LocalBackend, SshDirBackend, check_dir_base, select
 from ansible_collections.kiln.flatcar.plugins.module_utils._pub_gate import apply_override, evaluate
 from ansible_collections.kiln.flatcar.plugins.module_utils._pub_manifest import (
-    Layout, PublishError, base_name, build_manifest, check_sources, find_record, join_key, load_release,
+    Layout, PublishError, base_name, build_manifest, check_sources, join_key, locate_record,
 )
-from ansible_collections.kiln.flatcar.plugins.module_utils._record import KIND, SCHEMA_VERSION, record_path
+from ansible_collections.kiln.flatcar.plugins.module_utils._pub_manifest import release_of as validate_release
+from ansible_collections.kiln.flatcar.plugins.module_utils._record import KIND, SCHEMA_VERSION, BuildRecord, record_path
 
 VERSION = "4593.2.5+kiln-1"
 
@@ -50,18 +51,25 @@ def write_build(tmp_path, edit=None, board="amd64-usr"):
     return path, str(root)
 
 
+def load_release(path, root, want_board=None, want_version=None):
+    """The record read-only (as publish's stage opens it in check mode), validated by _pub_manifest.release_of."""
+    with BuildRecord.open(path, create=False, read_only=True) as record:
+        return validate_release(record.data, path, root, want_board, want_version)
+
+
 def release_of(tmp_path, edit=None):
     path, root = write_build(tmp_path, edit)
     return load_release(path, root)
 
 
-def test_find_record():
-    assert find_record(None, "/b", "amd64-usr", "stable-4593.2.5") == ("/b/kiln/amd64-usr/4593.2.5/build-record.json", "/b")
-    assert find_record("/b/kiln/amd64-usr/1.2.3/build-record.json", None, None, None)[1] == "/b"
+def test_locate_record():
+    location = locate_record(None, "/b", "amd64-usr", "stable-4593.2.5")
+    assert (location.record_path, location.build_root) == ("/b/kiln/amd64-usr/4593.2.5/build-record.json", "/b")
+    assert locate_record("/b/kiln/amd64-usr/1.2.3/build-record.json", None, None, None).build_root == "/b"
     with pytest.raises(PublishError, match="give record_path"):
-        find_record(None, "/b", None, None)
+        locate_record(None, "/b", None, None)
     with pytest.raises(PublishError, match="malformed"):
-        find_record(None, "/b", "amd64-usr", "1.2.3/../../x")
+        locate_record(None, "/b", "amd64-usr", "1.2.3/../../x")
 
 
 @pytest.mark.parametrize("edit, words", [
