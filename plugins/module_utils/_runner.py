@@ -18,8 +18,10 @@ Secrets never go through this runner's argv or environment: pass them as ``data`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import subprocess
 import time
 
 # Names that may cross from the module's environment into a child. Everything else is dropped.
@@ -279,6 +281,33 @@ class Runner:
             except Exception as exc:  # pylint: disable=broad-except
                 payload["record_error"] = str(exc)
         self.module.fail_json(msg=msg, **payload)
+
+    @contextlib.contextmanager
+    def stdout_stream(self, argv, env=None, msg=None):
+        """Start ``argv`` with its stdout as a pipe the caller reads in chunks (stderr goes to the log), for
+        data too large to hold in memory (e.g. ``zstd -dc`` into the Docker SDK's image load). On leaving the
+        block the child is waited for (killed first if the block stopped early or raised); a non-zero rc
+        fails the module with ``msg``."""
+        argv = [str(a) for a in argv]
+        self.note("$ " + format_cmd(argv) + " | (read by the module)")
+        log = open(self.log_path or os.devnull, "ab")  # pylint: disable=consider-using-with
+        proc = subprocess.Popen(self._env_argv(env) + argv, stdin=subprocess.DEVNULL,  # pylint: disable=consider-using-with
+                                stdout=subprocess.PIPE, stderr=log, cwd=self.cwd)
+        start = time.monotonic()
+        finished = False
+        try:
+            yield proc.stdout
+            finished = True
+        finally:
+            proc.stdout.close()
+            if not finished and proc.poll() is None:
+                proc.kill()
+            rc = proc.wait()
+            log.close()
+        self.note("rc=%d after %.1fs" % (rc, time.monotonic() - start))
+        if rc != 0:
+            self.fail(msg or "%s failed with rc=%d" % (os.path.basename(argv[0]), rc),
+                      result=RunResult(rc, argv, self.log_path, round(time.monotonic() - start, 3)))
 
 
 def which(module, name, required=False, msg=None):

@@ -68,6 +68,16 @@ options:
     description: Timeout in seconds for HTTP requests to the cache.
     type: int
     default: 60
+  engine_api:
+    description:
+      - How kiln talks to the engine about images.
+      - V(sdk) the Docker SDK for Python (C(python3-docker) on the builder): image inspect through the API and a
+        cached tarball streamed by C(zstd -dc) into the daemon's image load, without a shell pipeline.
+      - V(cli) the engine's command line (C(image inspect), C(zstd -dc | <engine> load)); podman always takes it.
+      - V(auto) the SDK when the engine is Docker, the SDK is installed and the daemon answers it; else the CLI.
+    type: str
+    default: auto
+    choices: [auto, sdk, cli]
 """
 
 EXAMPLES = r"""
@@ -101,6 +111,10 @@ engine:
   description: Container engine used (V(docker) or V(podman)).
   returned: success
   type: str
+engine_api:
+  description: How the engine was reached (V(sdk) the Docker SDK, V(cli) the engine's command line).
+  returned: success
+  type: str
 source:
   description: Where the image came from, or V(local) when it was already current.
   returned: success
@@ -124,13 +138,10 @@ from ansible.module_utils.urls import fetch_url
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
 from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import detect_engine, engine_args
+from ansible_collections.kiln.flatcar.plugins.module_utils._engine import EngineImages, engine_api_args
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
-from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import image_id, sdk_image_ref
+from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import sdk_image_ref
 from ansible_collections.kiln.flatcar.plugins.module_utils._version import VERSIONFILE, FlatcarVersion, VersionError, read_versionfile
-
-# A fixed script; the file and engine arrive as positional parameters, never interpolated.
-LOAD_SCRIPT = 'set -o pipefail 2>/dev/null; zstd -dc -- "$1" | "$2" load'
-
 
 def _same_id(a, b):
     """Image IDs compare with or without the 'sha256:' prefix (.id files are written both ways)."""
@@ -155,6 +166,7 @@ class SdkImage:
         log_path = os.devnull if module.check_mode else os.path.join(log_dir, "sdk-image-%s.log" % self.flavour)
         self.runner = Runner(module, log_path=log_path, fail_extra={"stage": "sdk"})
         self.engine, self.engine_argv = detect_engine(module, p["engine"])
+        self.images = EngineImages(module, self.runner, self.engine, self.engine_argv, p["engine_api"])
         self.name = "flatcar-sdk-%s-%s" % (self.flavour, self.sdk_version.docker_vernum)
 
     def _sdk_version(self):
@@ -197,8 +209,8 @@ class SdkImage:
 
     def run(self):
         p = self.module.params
-        before = image_id(self.runner, self.engine_argv, self.ref)
-        result = dict(engine=self.engine, log_path=self.runner.log_path)
+        before = self.images.image_id(self.ref)
+        result = dict(engine=self.engine, engine_api=self.images.path, log_path=self.runner.log_path)
         if p["source"] == "cache":
             if not p["cache"]:
                 self.module.fail_json(msg="source=cache needs cache: a URL or path of the build cache")
@@ -210,7 +222,7 @@ class SdkImage:
             if self.module.check_mode:
                 return dict(result, changed=True, source="cache", image=dict(ref=self.ref, id=None))
             self.load(tar)
-            after = image_id(self.runner, self.engine_argv, self.ref)
+            after = self.images.image_id(self.ref)
             if not _same_id(after, expected):
                 self.runner.fail("loaded SDK image %s has ID %s but the cache's .id file says %s: the cache is inconsistent, "
                                  "rebuild the tarball" % (self.ref, after, expected))
@@ -222,7 +234,7 @@ class SdkImage:
             return dict(result, changed=True, source="registry", image=dict(ref=self.ref, id=None))
         self.runner.run(self.engine_argv + ["pull", self.ref],
                         msg="pulling %s failed: check registry access, or use source: cache" % self.ref)
-        after = image_id(self.runner, self.engine_argv, self.ref)
+        after = self.images.image_id(self.ref)
         return dict(result, changed=after != before, source="registry", image=dict(ref=self.ref, id=after))
 
     def load(self, tar):
@@ -239,8 +251,7 @@ class SdkImage:
                 local = tar
                 if not os.path.isfile(local):
                     self.module.fail_json(msg="SDK tarball %s not found in the cache" % local)
-            self.runner.run(["/bin/bash", "-c", LOAD_SCRIPT, "kiln-load", local, self.engine_argv[0]],
-                            msg="loading %s into %s failed" % (os.path.basename(local), self.engine))
+            self.images.load_zstd(local, os.path.basename(local))
         finally:
             if tmpdir:
                 shutil.rmtree(tmpdir, ignore_errors=True)
@@ -258,7 +269,7 @@ def main():
             download_dir=dict(type="path", default="/var/tmp"),
             force=dict(type="bool", default=False),
             timeout=dict(type="int", default=60),
-            **engine_args()
+            **dict(engine_args(), **engine_api_args())
         ),
         supports_check_mode=True,
     )
