@@ -154,7 +154,7 @@ def test_register_from_build_record(stub, tmp_path):
     data = open(p, "rb").read()
     rp = record_path(build_root, "arm64-usr", "4700.0.0")
     with BuildRecord.open(rp, board="arm64-usr", version={"FLATCAR_VERSION": "4700.0.0"}, build_root=build_root) as rec:
-        rec.begin("payload", {}, "sha256:p")
+        rec.begin("payload", {}, "sha256:" + "0" * 64)
         # the format kiln.flatcar.update_payload records
         rec.finish("payload", [describe_output(build_root, p, "update_payload")], {"payloads": [{
             "name": "flatcar_production_update.gz", "size": len(data), "sha1_base64": base64.b64encode(hashlib.sha1(data).digest()).decode(),

@@ -124,7 +124,7 @@ def make_record(tmp_path, version="4593.2.5+kiln-1"):
     image.write_bytes(b"an image\n" * 100)
     path = record_path(str(root), BOARD, version)
     with BuildRecord.open(path, board=BOARD, version={"FLATCAR_VERSION": version}, build_root=str(root)) as rec:
-        rec.begin("image", {}, "sha256:x")
+        rec.begin("image", {}, "sha256:" + "0" * 64)
         rec.finish("image", [describe_output(str(root), str(image), "generic_image")], {})
     return path
 

@@ -121,7 +121,7 @@ def make_build(tmp_path, record=True, files=None):
     if record:
         with BuildRecord.open(str(rec_path), board=BOARD, version={"FLATCAR_VERSION": VERSION}, build_root=str(root)) as rec:
             rec.set("build_dir", os.path.relpath(str(build), str(root)))
-            rec.begin("image", {"x": 1}, "sha256:x")
+            rec.begin("image", {"x": 1}, "sha256:" + "0" * 64)
             rec.finish("image", [describe_output(str(root), str(build / n), "other") for n in sorted(files)])
     return root, build, rec_path
 

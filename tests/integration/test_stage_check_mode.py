@@ -121,7 +121,7 @@ def test_boot_check_writes_nothing_in_check_mode(tmp_path):
     image.write_bytes(os.urandom(1 << 20))
     with BuildRecord.open(str(rec_path), create=False) as rec:
         from ansible_collections.kiln.flatcar.plugins.module_utils._record import describe_output
-        rec.begin("image", {"x": 1}, "sha256:x")
+        rec.begin("image", {"x": 1}, "sha256:" + "0" * 64)
         rec.finish("image", [describe_output(str(root), str(image), "generic_image")])
     args = {"record_path": str(rec_path), "board": BOARD, "firmware": "bios", "accel": "tcg",
             "cache_dir": str(tmp_path / "cache")}
@@ -156,7 +156,7 @@ def test_nebraska_package_from_a_record_writes_nothing_in_check_mode(tmp_path):
     payload = build / "flatcar_production_update.gz"
     payload.write_bytes(b"payload")
     with BuildRecord.open(str(rec_path), create=False) as rec:
-        rec.begin("payload", {}, "sha256:p")
+        rec.begin("payload", {}, "sha256:" + "0" * 64)
         rec.finish("payload", [describe_output(str(root), str(payload), "update_payload")], {"payloads": [{
             "name": payload.name, "size": 7, "sha1_base64": base64.b64encode(hashlib.sha1(b"payload").digest()).decode(),
             "sha256_base64": base64.b64encode(hashlib.sha256(b"payload").digest()).decode(),

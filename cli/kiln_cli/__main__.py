@@ -1,0 +1,5 @@
+import sys
+
+from kiln_cli.main import entry
+
+sys.exit(entry())

@@ -1,0 +1,87 @@
+"""The kiln command: run kiln.flatcar playbooks through ansible-runner with live progress, read the fleet's
+build records, and report runs. Every ansible-playbook option is still reachable after the command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+PLAYBOOKS = {
+    "release": ("kiln.flatcar.pipeline", "build, boot-check, sign and publish every architecture"),
+    "build": ("kiln.flatcar.build", "build on the builders (checkout, SDK, packages, image, VM images, sysexts)"),
+    "test": ("kiln.flatcar.test", "boot-check built images on the testers"),
+    "sign": ("kiln.flatcar.sign", "write DIGESTS and signatures on the signer"),
+    "publish": ("kiln.flatcar.publish", "publish a signed build to the mirror"),
+}
+
+EPILOG = """exit codes: 0 succeeded (published), 1 failed, 2 a gate refused (publish gate, or the release gate held back
+architectures that passed), 3 partial release (some architectures published, others missing).
+Anything after the command's own options goes to ansible-playbook unchanged, e.g.
+  kiln release -i inventories/prod -e kiln_build_id=kiln-7 --limit 'builders_amd64:signers:mirrors:localhost'
+Put secrets in ansible-vault files (-e @vault.yml --ask-vault-pass), never in -e key=value."""
+
+
+def _output(args):
+    if args.json:
+        return "json"
+    if args.quiet:
+        return "quiet"
+    if args.output != "auto":
+        return args.output
+    return "tty" if sys.stdout.isatty() else "lines"
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="kiln", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (playbook, text) in PLAYBOOKS.items():
+        s = sub.add_parser(name, help="%s (%s)" % (text, playbook), epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        s.add_argument("-i", "--inventory", default=os.environ.get("KILN_INVENTORY", "inventory"), help="inventory (default $KILN_INVENTORY or ./inventory)")
+        s.add_argument("--output", choices=["auto", "tty", "lines", "json", "quiet"], default="auto",
+                       help="progress: a block redrawn in place (tty), a line per task change (lines), JSON lines (json), nothing (quiet)")
+        s.add_argument("--json", action="store_true", help="same as --output json (for CI)")
+        s.add_argument("-q", "--quiet", action="store_true", help="same as --output quiet")
+        s.add_argument("--runs-dir", help="where run directories go (default $XDG_STATE_HOME/kiln/runs)")
+        s.set_defaults(playbook=playbook)
+    s = sub.add_parser("status", help="the newest build records on the fleet, per host, board and stage (read-only)")
+    s.add_argument("-i", "--inventory", default=os.environ.get("KILN_INVENTORY", "inventory"))
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("report", help="the record of a run: kiln report RUN_ID|latest|DIR")
+    s.add_argument("run", nargs="?", default="latest")
+    s.add_argument("--format", choices=["md", "json"], default="md")
+    s.add_argument("--runs-dir")
+    return p
+
+
+def main(argv=None):
+    args, rest = parser().parse_known_args(argv)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    if args.command == "report":
+        if rest:
+            raise SystemExit("kiln report: unexpected arguments %s" % " ".join(rest))
+        from kiln_cli.report import run_report
+        return run_report(args.run, args.format, args.runs_dir)
+    if not os.path.exists(args.inventory):
+        raise SystemExit("kiln %s: inventory %s not found (give -i PATH or set KILN_INVENTORY)" % (args.command, args.inventory))
+    if args.command == "status":
+        from kiln_cli.status import run_status
+        return run_status(os.path.abspath(args.inventory), rest, "json" if args.json else "text")
+    from kiln_cli.run import run_playbook
+    return run_playbook(args.command, args.playbook, args.inventory, rest, _output(args), args.runs_dir)
+
+
+def entry():
+    """Console entry point: one line instead of a traceback for anything unexpected."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, ValueError, ImportError) as exc:
+        sys.stderr.write("kiln: %s: %s\n" % (type(exc).__name__, " ".join(str(exc).split())))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(entry())
