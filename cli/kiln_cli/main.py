@@ -32,18 +32,25 @@ def _output(args):
     return "tty" if sys.stdout.isatty() else "lines"
 
 
+def _run_options(s):
+    s.add_argument("-i", "--inventory", default=os.environ.get("KILN_INVENTORY", "inventory"), help="inventory (default $KILN_INVENTORY or ./inventory)")
+    s.add_argument("--output", choices=["auto", "tty", "lines", "json", "quiet"], default="auto",
+                   help="progress: a block redrawn in place (tty), a line per task change (lines), JSON lines (json), nothing (quiet)")
+    s.add_argument("--json", action="store_true", help="same as --output json (for CI)")
+    s.add_argument("-q", "--quiet", action="store_true", help="same as --output quiet")
+    s.add_argument("--runs-dir", help="where run directories go (default $XDG_STATE_HOME/kiln/runs)")
+
+
 def parser():
     p = argparse.ArgumentParser(prog="kiln", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (playbook, text) in PLAYBOOKS.items():
         s = sub.add_parser(name, help="%s (%s)" % (text, playbook), epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-        s.add_argument("-i", "--inventory", default=os.environ.get("KILN_INVENTORY", "inventory"), help="inventory (default $KILN_INVENTORY or ./inventory)")
-        s.add_argument("--output", choices=["auto", "tty", "lines", "json", "quiet"], default="auto",
-                       help="progress: a block redrawn in place (tty), a line per task change (lines), JSON lines (json), nothing (quiet)")
-        s.add_argument("--json", action="store_true", help="same as --output json (for CI)")
-        s.add_argument("-q", "--quiet", action="store_true", help="same as --output quiet")
-        s.add_argument("--runs-dir", help="where run directories go (default $XDG_STATE_HOME/kiln/runs)")
+        _run_options(s)
         s.set_defaults(playbook=playbook)
+    s = sub.add_parser("plan", help="check mode of a playbook (default: release): per host, which stages would run and why")
+    s.add_argument("--for", dest="plan_for", choices=sorted(PLAYBOOKS), default="release", help="the command to plan (default release)")
+    _run_options(s)
     s = sub.add_parser("status", help="the newest build records on the fleet, per host, board and stage (read-only)")
     s.add_argument("-i", "--inventory", default=os.environ.get("KILN_INVENTORY", "inventory"))
     s.add_argument("--json", action="store_true")
@@ -69,6 +76,8 @@ def main(argv=None):
         from kiln_cli.status import run_status
         return run_status(os.path.abspath(args.inventory), rest, "json" if args.json else "text")
     from kiln_cli.run import run_playbook
+    if args.command == "plan":
+        return run_playbook("plan", PLAYBOOKS[args.plan_for][0], args.inventory, rest + ["--check"], _output(args), args.runs_dir)
     return run_playbook(args.command, args.playbook, args.inventory, rest, _output(args), args.runs_dir)
 
 

@@ -39,6 +39,7 @@ class Progress:
         self.hosts = {}
         self.failures = []
         self.item_failures = {}
+        self.stages = []
         self.drawn = 0
 
     def handle(self, event):
@@ -57,9 +58,22 @@ class Progress:
             self._emit({"event": "failed", "host": host, "task": task, "msg": msg})
         elif kind == "runner_item_on_failed" and host:
             self.item_failures.setdefault((host, task), []).append(_failure_text(data.get("res") or {}, kind))
-        elif kind == "runner_on_ok" and host and host in self.hosts:
-            self.hosts[host]["last"] = self.clock()
+        elif kind == "runner_on_ok" and host:
+            self._stage_result(host, task, data.get("res") or {})
+            if host in self.hosts:
+                self.hosts[host]["last"] = self.clock()
         return True
+
+    def _stage_result(self, host, task, res):
+        """What a stage module said: would run / ran (changed) and why, or current (kiln plan reads these)."""
+        formats = res.get("formats")  # vm_image: one stage per format
+        found = [v for v in formats.values() if isinstance(v, dict)] if isinstance(formats, dict) else list(res.get("results") or [res])
+        for one in found:
+            if isinstance(one, dict) and one.get("stage") and "changed" in one:
+                self.stages.append({"host": host, "task": task, "stage": one["stage"], "changed": bool(one["changed"]),
+                                    "reason": one.get("reason") or ("" if one["changed"] else "current")})
+            elif isinstance(one, dict) and one.get("changed") and not one.get("stage"):
+                self.stages.append({"host": host, "task": task, "stage": None, "changed": True, "reason": one.get("reason") or ""})
 
     def durations(self):
         now = self.clock()
@@ -91,6 +105,19 @@ class Progress:
                 self.out.write("\x1b[2K" + line[:200] + "\n")
             self.drawn = len(lines)
         self.out.flush()
+
+
+def write_plan(stages, out):
+    """Per host: the stages that would run and why, the stages that are current, other tasks that would change."""
+    if not any(s["changed"] for s in stages):
+        out.write("plan: nothing to do (%d stages current)\n" % sum(1 for s in stages if s["stage"]))
+    for host in sorted({s["host"] for s in stages}):
+        out.write("%s\n" % host)
+        for s in (x for x in stages if x["host"] == host):
+            if s["stage"]:
+                out.write("    %-22s %s\n" % (s["stage"], ("would run: " + (s["reason"] or "changed")) if s["changed"] else "current"))
+            else:
+                out.write("    %-22s would change (%s)\n" % ("-", s["task"]))
 
 
 def _failure_text(res, kind):
@@ -157,12 +184,16 @@ def run_playbook(command, playbook, inventory, ansible_args, output, state_dir=N
     record = {"run_id": run_id, "command": command, "playbook": playbook, "inventory": os.path.abspath(inventory),
               "started": datetime.fromtimestamp(started, timezone.utc).isoformat(), "duration_s": round(time.time() - started, 1),
               "rc": result.rc, "status": result.status, "exit_code": code, "failures": progress.failures,
-              "hosts": progress.durations(), "summary": summary}
+              "hosts": progress.durations(), "summary": summary, "stages": progress.stages}
     _write(os.path.join(run_dir, "run.json"), record)
     if code == EXIT_OK:
         history[command] = progress.durations()
         _write(os.path.join(root, "durations.json"), history)
     final = {"event": "end", "run_id": run_id, "run_dir": run_dir, "exit_code": code, "rc": result.rc}
+    if command == "plan":
+        final["plan"] = progress.stages
+        if output != "json":
+            write_plan(progress.stages, out)
     if output == "json":
         out.write(json.dumps(final) + "\n")
     else:

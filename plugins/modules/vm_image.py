@@ -75,6 +75,9 @@ formats:
   returned: success
   type: dict
   contains:
+    stage:
+      description: The format's stage in the build record (C(vm_image:<format>)).
+      type: str
     changed:
       description: Whether this format was built.
       type: bool
@@ -194,7 +197,8 @@ def main():
             inputs = stage.base_inputs(previous="image")
             inputs["flags"] = flags
             res = stage.run(inputs, make_executor(stage, flags, fmt, build_dir, comp))
-        results[fmt] = dict(changed=res["changed"], reason=res["reason"], compression=comp, outputs=res["outputs"], log_path=res["log_path"])
+        results[fmt] = dict(stage=stage.stage, changed=res["changed"], reason=res["reason"], compression=comp, outputs=res["outputs"],
+                            log_path=res["log_path"])
     module.exit_json(changed=any(r["changed"] for r in results.values()), formats=results, build_dir=build_dir, record_path=record_path)
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 
 import jsonschema
 import pytest
@@ -76,6 +78,21 @@ def changed_tasks(run):
     return sorted({e["task"].split(" : ")[-1] for e in run.events if e["event"] == "ok" and e["result"].get("changed")})
 
 
+def kiln_plan(env, checkout):
+    """`kiln plan --for build --json` on a localhost inventory; the final JSON line (exit code and plan)."""
+    kiln = shutil.which("kiln", path=os.path.dirname(sys.executable))
+    if kiln is None:
+        pytest.fail("the kiln command is not installed in the venv: make venv")
+    inv = env["base"] / "kiln-inventory.json"
+    inv.write_text(json.dumps({"all": {"hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
+    out = subprocess.run([kiln, "plan", "--for", "build", "-i", str(inv), "--json", "-e", json.dumps(build_vars(env, checkout))],
+                         capture_output=True, text=True, timeout=600, check=False,
+                         env=dict(os.environ, XDG_STATE_HOME=str(env["base"] / "state"),
+                                  PATH=os.path.dirname(sys.executable) + ":" + os.environ["PATH"]))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return json.loads(out.stdout.splitlines()[-1])
+
+
 def test_build_check_first_run_rerun_and_input_change(env):
     checkout = env["base"] / "scripts"
 
@@ -114,6 +131,21 @@ def test_build_check_first_run_rerun_and_input_change(env):
     # --check after a build: nothing would change
     run = run_playbook(BUILD_YML, extra_vars=build_vars(env, checkout), check=True)
     assert run.rc == 0 and run.changed_total() == 0, changed_tasks(run)
+
+    # kiln plan (the kiln command, check mode through ansible-runner) says the same, then names the stage whose
+    # output went missing and why; the output comes back and the plan is empty again
+    plan = kiln_plan(env, checkout)
+    assert plan["exit_code"] == 0 and not [s for s in plan["plan"] if s["changed"]], plan["plan"]
+    assert {"packages", "image", "vm_image:qemu_uefi"} <= {s["stage"] for s in plan["plan"]}
+    vm_img = os.path.join(build_dir, "flatcar_production_qemu_uefi_image.img")
+    os.rename(vm_img, vm_img + ".aside")
+    try:
+        plan = kiln_plan(env, checkout)
+    finally:
+        os.rename(vm_img + ".aside", vm_img)
+    would = [s for s in plan["plan"] if s["changed"]]
+    assert [s["stage"] for s in would] == ["vm_image:qemu_uefi"] and "flatcar_production_qemu_uefi_image.img" in would[0]["reason"], would
+    assert mtimes(checkout) == before
 
     # one input changes (a patch): the checkout and every later stage rerun, the SDK image does not
     patch = env["base"] / "0001-hotfix.patch"
