@@ -88,8 +88,8 @@ class Progress:
 
     def _line(self, host):
         s = self.hosts[host]
-        return "%-28s %-7s %7s  %s%s" % (host[:28], s.get("state", ""), _fmt(self.clock() - s["first"]),
-                                        s.get("task") or "", self._estimate(host))
+        elapsed = _fmt(self.clock() - s["first"])
+        return "%-28s %-7s %7s  %s%s" % (host[:28], s.get("state", ""), elapsed, s.get("task") or "", self._estimate(host))
 
     def _emit(self, record):
         if self.mode == "json":

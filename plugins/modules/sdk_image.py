@@ -71,7 +71,7 @@ options:
   engine_api:
     description:
       - How kiln talks to the engine about images.
-      - V(sdk) the Docker SDK for Python (C(python3-docker) on the builder): image inspect through the API and a
+      - V(sdk) the Docker SDK for Python (C(python3-docker) on the builder) - image inspect through the API and a
         cached tarball streamed by C(zstd -dc) into the daemon's image load, without a shell pipeline.
       - V(cli) the engine's command line (C(image inspect), C(zstd -dc | <engine> load)); podman always takes it.
       - V(auto) the SDK when the engine is Docker, the SDK is installed and the daemon answers it; else the CLI.
@@ -142,6 +142,7 @@ from ansible_collections.kiln.flatcar.plugins.module_utils._engine import Engine
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
 from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import sdk_image_ref
 from ansible_collections.kiln.flatcar.plugins.module_utils._version import VERSIONFILE, FlatcarVersion, VersionError, read_versionfile
+
 
 def _same_id(a, b):
     """Image IDs compare with or without the 'sha256:' prefix (.id files are written both ways)."""
