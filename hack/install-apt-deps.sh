@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # Debian/Ubuntu packages kiln's tests need (run as root). The product itself needs far less on a
 # builder: a container engine, git and zstd (roles/builder installs those).
+#
+# Installs only the packages that are missing, and upgrades nothing it does not have to: packages already
+# installed stay at their version (never `apt-get upgrade`; `--no-upgrade` on install), and before
+# installing it asks apt (a simulation) which installed packages the new ones would drag along to a newer
+# version, and prints them. With KILN_APT_NO_UPGRADES=1 it refuses instead of upgrading them.
+# apt-get and dpkg-query are taken from PATH.
 set -euo pipefail
 PKGS=(
   # SSH fleet, transfers, mirror
@@ -17,5 +23,33 @@ PKGS=(
   shellcheck
 )
 export DEBIAN_FRONTEND=noninteractive
+
+# installed = dpkg's status "install ok installed" (abbreviated "ii"); unknown names print nothing here
+declare -A installed=()
+while read -r name status; do
+    [[ ${status} == ii* ]] && installed[${name%%:*}]=1
+done < <(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' -- "${PKGS[@]}" 2>/dev/null || true)
+
+missing=()
+for p in "${PKGS[@]}"; do
+    [[ -n ${installed[${p}]:-} ]] || missing+=("${p}")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install-apt-deps: all ${#PKGS[@]} packages are installed; nothing to do"
+    exit 0
+fi
+echo "install-apt-deps: installing ${#missing[@]} missing package(s): ${missing[*]}"
+
+APT_INSTALL=(install -y -qq --no-install-recommends --no-upgrade)
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${PKGS[@]}"
+# "Inst pkg [old-version] (new-version ...)": an installed package apt would upgrade as a dependency
+upgrades=$(apt-get "${APT_INSTALL[@]}" -s -- "${missing[@]}" | sed -n 's/^Inst \([^ ]*\) \[\([^]]*\)\] (\([^ ]*\).*/\1 \2 -> \3/p')
+if [[ -n ${upgrades} ]]; then
+    echo "install-apt-deps: the new packages need newer versions of these installed ones:"
+    while read -r line; do echo "  ${line}"; done <<<"${upgrades}"
+    if [[ ${KILN_APT_NO_UPGRADES:-0} == 1 ]]; then
+        echo "install-apt-deps: KILN_APT_NO_UPGRADES=1: not installing; install the missing packages yourself" >&2
+        exit 1
+    fi
+fi
+apt-get "${APT_INSTALL[@]}" -- "${missing[@]}"
