@@ -93,8 +93,8 @@ def fake_record(root, board, version, size):
            "version": {"FLATCAR_VERSION": version}, "build_root": str(root), "build_dir": os.path.dirname(rel),
            "created": "2026-01-01T00:00:00.000000Z", "updated": "2026-01-01T00:00:00.000000Z",
            "stage_order": ["image"],
-           "stages": {"image": {"status": "passed", "started": None, "finished": None, "duration_s": None, "host": "bench",
-                                "input_digest": "sha256:0", "inputs": {}, "attempts": 1, "log_path": None, "message": None,
+           "stages": {"image": {"status": "passed", "started": "2026-01-01T00:00:00.000000Z", "finished": None, "duration_s": None,
+                                "host": "bench", "input_digest": "sha256:" + "0" * 64, "inputs": {}, "attempts": 1, "log_path": None, "message": None,
                                 "details": {}, "outputs": [{"path": rel, "role": "generic_image", "size": size,
                                                             "sha256": h.hexdigest()}]}}}
     rp = root / "kiln" / board / version / "build-record.json"

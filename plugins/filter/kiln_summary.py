@@ -16,6 +16,8 @@ import base64
 import datetime
 import json
 
+from ansible_collections.kiln.flatcar.plugins.plugin_utils._filter_guard import guard_filters
+
 STAGES = ("build", "test", "transfer", "sign", "publish")
 # Build-record stages behind each summary stage (names, or prefixes ending in ':').
 RECORD_STAGES = {
@@ -212,4 +214,4 @@ def kiln_summary_markdown(summary):
 
 class FilterModule:
     def filters(self):
-        return {"kiln_summary_rows": kiln_summary_rows, "kiln_summary_markdown": kiln_summary_markdown}
+        return guard_filters({"kiln_summary_rows": kiln_summary_rows, "kiln_summary_markdown": kiln_summary_markdown})

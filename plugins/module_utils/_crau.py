@@ -30,6 +30,7 @@ import base64
 import binascii
 import hashlib
 import os
+import stat
 import struct
 
 MAGIC = b"CrAU"
@@ -516,15 +517,49 @@ def _manifest_summary(manifest, sig_off, sig_size):
     }
 
 
+def open_regular(path):
+    """``path`` opened for binary reading, when it is a regular file (symlinks followed); PayloadError otherwise.
+
+    A FIFO, a device or a directory is refused before it is opened (a FIFO would block ``open`` until a writer
+    comes), and the file is opened with O_NONBLOCK and checked again on the descriptor, so a path swapped for a FIFO
+    between the two checks cannot hang the caller either."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise PayloadError("cannot read %s: %s" % (path, exc.strerror or exc))
+    if not stat.S_ISREG(st.st_mode):
+        raise PayloadError("%s is not a regular file (%s)" % (path, _file_kind(st.st_mode)))
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise PayloadError("cannot read %s: %s" % (path, exc.strerror or exc))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PayloadError("%s is not a regular file (%s)" % (path, _file_kind(st.st_mode)))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _file_kind(mode):
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 def inspect(path, public_keys=(), check_blobs=True, chunk=CHUNK):
     """Parse and verify a CrAU payload in one pass.
 
     ``public_keys``: list of (label, (n, e)). Returns a dict; raises PayloadError for a structurally
     broken payload. Signature and blob-hash outcomes are reported, not raised (see ``problems``).
     """
-    size = os.path.getsize(path)
     problems = []
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
         version, manifest_size = read_header(fh)
         metadata_size = HEADER_SIZE + manifest_size
         if size < metadata_size:
@@ -571,12 +606,12 @@ def inspect(path, public_keys=(), check_blobs=True, chunk=CHUNK):
 
 def signed_hash_of(path):
     """sha256 of everything before the signature blob (what core_sign_update signs)."""
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         _v, manifest_size = read_header(fh)
         manifest = decode_manifest(fh.read(manifest_size))
     end = HEADER_SIZE + manifest_size + manifest.get("signatures_offset", 0)
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         left = end
         while left > 0:
             block = fh.read(min(CHUNK, left))

@@ -45,6 +45,8 @@ CHUNK = 1024 * 1024
 LAST_FILES = ("version.txt",)
 # An empty staging directory of another version this old is a leftover, not a publish in progress.
 STALE_SECONDS = 3600
+# How long discard_empty waits for an rsync receiver still working in a staging directory.
+RECEIVER_SETTLE_SECONDS = 15
 
 
 class MirrorError(Exception):
@@ -52,6 +54,7 @@ class MirrorError(Exception):
 
 
 def sha256_file(path):
+    # _record.file_sha256 again, on purpose: this file runs alone on the mirror host (standard library only)
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while True:
@@ -62,20 +65,8 @@ def sha256_file(path):
     return h.hexdigest()
 
 
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path):
+def _fsync(path):
+    """fsync a file or a directory (best effort: a file system without fsync on directories is no error)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -215,7 +206,7 @@ def op_commit(spec):
                 "send them again" % ", ".join(bad)
             )
         for f in pending:
-            _fsync_file(os.path.join(staging, f["name"]))
+            _fsync(os.path.join(staging, f["name"]))
         names = set(f["name"] for f in files)
         if not final_exists:
             # Only the manifest's files may become visible: drop rsync leftovers first.
@@ -226,19 +217,19 @@ def op_commit(spec):
                         shutil.rmtree(path, ignore_errors=True)
                     else:
                         os.unlink(path)
-            _fsync_dir(staging)
+            _fsync(staging)
             try:
                 os.rename(staging, final)
             except OSError as exc:
                 if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
                     raise MirrorError("%s appeared while publishing (another publish of the same version?): rerun" % final)
                 raise MirrorError("cannot rename %s to %s: %s" % (staging, final, exc.strerror or exc))
-            _fsync_dir(os.path.dirname(final))
+            _fsync(os.path.dirname(final))
             done[area] = {"action": "renamed", "files": [f["name"] for f in pending]}
         else:
             for f in _ordered(pending):
                 os.rename(os.path.join(staging, f["name"]), os.path.join(final, f["name"]))
-            _fsync_dir(final)
+            _fsync(final)
             shutil.rmtree(staging, ignore_errors=True)
             done[area] = {"action": "merged", "files": [f["name"] for f in pending]}
     return {"areas": done}
@@ -290,7 +281,7 @@ def op_set_current(spec):
         pass
     os.symlink(target, tmp)
     os.rename(tmp, os.path.join(board_dir, CURRENT))
-    _fsync_dir(board_dir)
+    _fsync(board_dir)
     return {"before": before, "after": target, "changed": True}
 
 
@@ -328,24 +319,38 @@ def _sweep(spec):
     return removed
 
 
+def _receivers(path):
+    """Processes working in ``path``: an rsync receiver chdirs into its destination directory. Best effort (Linux /proc)."""
+    found = []
+    try:
+        real = os.path.realpath(path)
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if name.isdigit():
+            try:
+                if os.readlink("/proc/%s/cwd" % name) == real:
+                    found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
 def op_discard_empty(spec):
-    """Remove this release's staging directories when they hold nothing (e.g. after a failed transfer)."""
+    """Remove this release's staging directories when they hold nothing (e.g. after a failed transfer).
+
+    An rsync receiver that outlives the failed sender (it saves its partial file into PARTIAL_DIR when the connection
+    drops) is waited for, up to ``settle_seconds``, so the partial work of a resume is never pulled from under it."""
     removed = []
+    deadline = time.time() + float(spec.get("settle_seconds", RECEIVER_SETTLE_SECONDS))
     for _area, _final, staging, _files in _areas(spec):
+        while os.path.isdir(staging) and _receivers(staging) and time.time() < deadline:
+            time.sleep(0.1)
         partial = os.path.join(staging, PARTIAL_DIR)
         if os.path.isdir(partial) and not os.path.islink(partial):
             _rmdir_if_empty(partial)
         if os.path.isdir(staging) and not os.path.islink(staging) and _rmdir_if_empty(staging):
-            removed.append(staging)
-    return {"removed": removed}
-
-
-def op_abort(spec):
-    """Remove staging directories (used when a publish is refused after staging)."""
-    removed = []
-    for _area, _final, staging, _files in _areas(spec):
-        if os.path.isdir(staging):
-            shutil.rmtree(staging, ignore_errors=True)
             removed.append(staging)
     return {"removed": removed}
 
@@ -355,7 +360,6 @@ OPS = {
     "commit": op_commit,
     "verify": op_verify,
     "set_current": op_set_current,
-    "abort": op_abort,
     "discard_empty": op_discard_empty,
 }
 

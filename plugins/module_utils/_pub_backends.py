@@ -29,8 +29,9 @@ from ansible_collections.kiln.flatcar.plugins.module_utils._runner import which
 
 def check_dir_base(value, what):
     """An absolute, normalised directory for the directory backends."""
-    if not value or not posixpath.isabs(value) or "\0" in value or ".." in value.split("/"):
-        raise PublishError("%s must be an absolute directory without '..', not %r" % (what, value))
+    if not isinstance(value, str) or not posixpath.isabs(value) or ".." in value.split("/") \
+            or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise PublishError("%s must be an absolute directory without '..' or control characters, not %r" % (what, value))
     return posixpath.normpath(value)
 
 
@@ -155,6 +156,7 @@ class SshDirBackend(LocalBackend):
             if opts["ssh_user"]:
                 _validate.user(opts["ssh_user"], "ssh_user")
             _validate.command(opts["rsync_path"], "rsync_path")
+            _validate.command(opts["remote_python"], "remote_python")
         except _validate.Invalid as exc:
             raise PublishError("%s%s" % (exc, " (use backend local when the mirror is this host)" if not host else ""))
         self.dest = target(opts, "mirror_host")

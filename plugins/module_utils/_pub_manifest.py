@@ -38,7 +38,8 @@ from ansible_collections.kiln.flatcar.plugins.module_utils._version import Flatc
 
 SIDECAR_SUFFIXES = (".DIGESTS.asc", ".DIGESTS", ".sig", ".asc", ".sha256")
 PAYLOAD_ROLES = ("update_payload", "extension_payload")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+MAX_SIZE = 2 ** 63 - 1  # the largest file size (off_t)
 CONTENT_TYPES = (
     (r"\.(txt|DIGESTS|asc|sha256|README|sh)$", "text/plain"),
     (r"\.json$", "application/json"),
@@ -180,7 +181,7 @@ def output_file(release, sname, out):
     except UnsafePath as exc:
         raise PublishError("%s: %s; refusing to publish it" % (where, exc))
     size = out.get("size")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0 or size > MAX_SIZE:
         raise PublishError("%s output %s has %s size: the record is damaged, rerun stage %s"
                            % (where, out["path"], "no" if size is None else "an invalid (%r)" % (size,), sname))
     digest = out.get("sha256")

@@ -30,6 +30,7 @@ import bz2
 import copy
 import errno
 import json
+import math
 import os
 import platform
 import re
@@ -345,16 +346,95 @@ def _drive_path(path):
     return str(path).replace(",", ",,")
 
 
-FORBIDDEN_EXTRA = ("-nic", "-net", "-netdev", "-serial", "-monitor", "-qmp", "-chardev", "-daemonize", "-pidfile",
-                   "-vnc", "-spice", "-incoming", "-S")
+# extra_args is an ALLOW-list: kiln owns networking, the serial console, monitors, debug stubs, displays, files on the
+# host and the process lifetime, so only these options pass, each with a value of the form given (re.fullmatch).
+_WORD = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+EXTRA_DEVICES = ("virtio-rng-pci", "virtio-rng-device", "virtio-balloon-pci", "virtio-balloon-device", "pvpanic",
+                 "pvpanic-pci", "i6300esb")
+EXTRA_MACHINE_PROPS = ("graphics", "gic-version", "smm", "kernel-irqchip", "acpi", "hpet", "usb", "vmport", "highmem",
+                       "its", "mem-merge", "dump-guest-core")
+EXTRA_ALLOWED = {
+    # option: (value pattern, what to write)
+    "-cpu": (r"%s(,[+-]?%s(=%s)?)*" % (_WORD, _WORD, _WORD), "a CPU model with optional ,+feature/,-feature/,prop=value"),
+    "-smp": (r"[0-9]{1,4}(,(cpus|sockets|dies|clusters|cores|threads|maxcpus)=[0-9]{1,4})*", "a number of vCPUs with "
+             "optional ,sockets=/cores=/threads= counts"),
+    "-m": (r"[0-9]{1,7}[MG]?", "a memory size such as 2048 or 4G"),
+    "-machine": (r"(%s|type=%s)(,(%s)=%s)*" % (_WORD, _WORD, "|".join(EXTRA_MACHINE_PROPS), _WORD),
+                 "a machine type with optional ,%s=value" % "/,".join(EXTRA_MACHINE_PROPS)),
+    "-accel": (r"(kvm|tcg)(,(thread=(single|multi)|tb-size=[0-9]{1,6}|kernel-irqchip=(on|off|split)))*",
+               "kvm or tcg with optional ,thread=/,tb-size=/,kernel-irqchip="),
+    "-device": (r"(%s)(,id=%s)?" % ("|".join(re.escape(d) for d in EXTRA_DEVICES), _WORD),
+                "one of %s (optionally ,id=name)" % ", ".join(EXTRA_DEVICES)),
+    "-rtc": (r"(base=(utc|localtime|[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2})?)|clock=(host|rt|vm)|"
+             r"driftfix=(none|slew))(,(base=(utc|localtime|[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2})?)|"
+             r"clock=(host|rt|vm)|driftfix=(none|slew)))*", "base=utc|localtime|<date>, clock=host|rt|vm, driftfix=none|slew"),
+}
+EXTRA_ALIASES = {"-M": "-machine"}
 
 
 def check_extra_args(args):
-    for arg in args or []:
-        flag = str(arg).split("=", 1)[0]
-        if flag in FORBIDDEN_EXTRA or flag.startswith("-netdev") or flag.startswith("--"):
-            raise QemuError("extra QEMU argument %s is not allowed: kiln owns networking, the serial console, "
-                            "monitors and the process lifetime" % arg)
+    """Refuse any extra QEMU argument that is not an allowed option followed by an allowed value (one line)."""
+    args = [a if isinstance(a, str) else str(a) for a in (args or [])]
+    allowed = ", ".join(sorted(EXTRA_ALLOWED) + ["-M"])
+    i = 0
+    while i < len(args):
+        flag = args[i]
+        if any(ord(c) < 32 or ord(c) == 127 for c in flag):
+            raise QemuError("extra QEMU argument %r contains a control character" % flag)
+        name = EXTRA_ALIASES.get(flag, flag)
+        if name not in EXTRA_ALLOWED:
+            raise QemuError("extra QEMU argument %s is not allowed: extra_args takes only %s with their values (kiln owns "
+                            "networking, the serial console, monitors, debug stubs, displays and the process lifetime)"
+                            % (flag, allowed))
+        if i + 1 >= len(args):
+            raise QemuError("extra QEMU argument %s needs a value: %s" % (flag, EXTRA_ALLOWED[name][1]))
+        value = args[i + 1]
+        if not re.fullmatch(EXTRA_ALLOWED[name][0], value):
+            raise QemuError("extra QEMU argument %s %r is not allowed: give %s" % (flag, value, EXTRA_ALLOWED[name][1]))
+        i += 2
+    return args
+
+
+# (option, lowest, highest) of boot_check: numbers outside these are typos or attacks (a negative timeout, a 10**12 s
+# wait); None as lowest means "more than 0"
+OPTION_BOUNDS = (("timeout", 1, 86400), ("tcg_timeout_factor", None, 20), ("memory", 128, 1048576), ("cpus", 1, 256),
+                 ("max_parallel", 0, 256), ("slot_wait", 0, 604800), ("lock_wait", 0, 604800))
+
+
+def check_options(params):
+    """boot_check's options before anything runs: numbers in range, extra QEMU arguments from the allow-list, markers
+    that compile. QemuError with one line."""
+    for name, low, high in OPTION_BOUNDS:
+        value = params.get(name)
+        if value is None or math.isnan(value) or value > high or (value <= 0 if low is None else value < low):
+            raise QemuError("%s %s is out of range: give %s to %s" % (name, value, "more than 0" if low is None else low, high))
+    check_extra_args(params.get("extra_args"))
+    check_markers(params.get("success_markers"), params.get("failure_markers"), params.get("extra_failure_markers"))
+
+
+def writable_dir(directory, what, min_free=1024 * 1024):
+    """Create ``directory`` when needed and make sure a file can be written there with ``min_free`` bytes free;
+    QemuError with one line otherwise (a read-only or full destination fails before QEMU starts)."""
+    probe = os.path.join(directory, ".kiln-write-test-%d" % os.getpid())
+    try:
+        os.makedirs(directory, exist_ok=True)
+        try:
+            with open(probe, "wb") as fh:
+                fh.write(b"kiln")
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            if os.path.lexists(probe):
+                os.unlink(probe)
+        st = os.statvfs(directory)
+    except OSError as exc:
+        raise QemuError("cannot write the %s in %s: %s: give a writable directory with free space"
+                        % (what, directory, exc.strerror or exc))
+    free = st.f_bavail * st.f_frsize
+    if free < min_free:
+        raise QemuError("no room for the %s in %s (%d KiB free, at least %d KiB needed): free space or give another "
+                        "directory" % (what, directory, free // 1024, min_free // 1024))
+    return directory
 
 
 # ---------------------------------------------------------------------------------------------
@@ -757,7 +837,10 @@ def kvm_probe(runner, arch, qemu, cache_dir, refresh=False, timeout=20, read_onl
         detail = (kvm.get("qemu_log_tail") or [kvm.get("reason") or ""])[-1]
         reason = "a test guest did not boot with -accel kvm -cpu host (%s): %s" % (kvm.get("reason"), detail)
     info.update(usable=usable, reason=" ".join(reason.split()), cached=False, probe_s=kvm.get("elapsed_s"))
-    save_probe(cache_path, key, usable, info["reason"], info["probe_s"])
+    try:
+        save_probe(cache_path, key, usable, info["reason"], info["probe_s"])
+    except OSError as exc:  # a read-only or full cache_dir: the answer holds for this run, it is just not kept
+        info["cache_error"] = "cannot cache the KVM probe in %s: %s" % (cache_path, exc.strerror or exc)
     return info
 
 

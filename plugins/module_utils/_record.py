@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import time
 
 try:
@@ -26,6 +27,8 @@ try:
 except ImportError:  # pragma: no cover - kiln targets are Linux
     fcntl = None
 
+from ansible_collections.kiln.flatcar.plugins.module_utils._safety import UnsafePath, confine
+from ansible_collections.kiln.flatcar.plugins.module_utils._schema import first_error
 from ansible_collections.kiln.flatcar.plugins.module_utils._version import atomic_write
 
 SCHEMA_VERSION = 1
@@ -34,6 +37,85 @@ RECORD_NAME = "build-record.json"
 STATUSES = ("running", "passed", "failed")
 BOARDS = {"amd64-usr": "amd64", "arm64-usr": "arm64"}
 CHUNK = 1024 * 1024
+# Largest record kiln reads (a real one is a few hundred kB).
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+
+# The JSON Schema every record is checked against when it is loaded: docs/build-record.schema.json verbatim
+# (patterns end in '$(?!\n)': Python's and jsonschema's '$' would also match before a final newline)
+# (tests/unit/test_record_schema.py compares them), here because modules cannot read docs/ on a builder.
+# Checked with _schema, kiln's own validator (the jsonschema library may be missing on the builder).
+RECORD_SCHEMA = json.loads(r'''{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "$id": "https://github.com/kiln-project/kiln.flatcar/docs/build-record.schema.json",
+  "title": "kiln build record, schema version 1",
+  "$comment": "kiln checks every record it loads against this schema: _record.RECORD_SCHEMA (a verbatim copy), _schema.py",
+  "type": "object",
+  "required": ["schema_version", "kind", "board", "version", "stage_order", "stages"],
+  "additionalProperties": false,
+  "properties": {
+    "schema_version": {"const": 1},
+    "kind": {"const": "kiln.flatcar/build-record"},
+    "board": {"enum": ["amd64-usr", "arm64-usr"]},
+    "arch": {"enum": ["amd64", "arm64"]},
+    "version": {
+      "type": "object",
+      "required": ["FLATCAR_VERSION"],
+      "additionalProperties": false,
+      "properties": {
+        "FLATCAR_VERSION": {"$ref": "#/$defs/flatcar_version"},
+        "FLATCAR_VERSION_ID": {"type": "string", "pattern": "^[0-9]{1,9}\\.[0-9]{1,9}\\.[0-9]{1,9}$(?!\\n)"},
+        "FLATCAR_BUILD_ID": {"type": "string", "maxLength": 128, "pattern": "^([A-Za-z0-9][A-Za-z0-9._+-]*)?$(?!\\n)"},
+        "FLATCAR_SDK_VERSION": {"$ref": "#/$defs/flatcar_version"},
+        "channel": {"enum": ["alpha", "beta", "stable", "lts", "developer"]},
+        "official": {"type": "boolean"}
+      }
+    },
+    "build_root": {"type": ["string", "null"], "maxLength": 4096, "pattern": "^/[^\\u0000-\\u001f\\u007f]*$(?!\\n)"},
+    "build_dir": {"$ref": "#/$defs/relative_path_or_null"},
+    "group": {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$(?!\\n)"},
+    "source": {"type": "object"},
+    "created": {"$ref": "#/$defs/timestamp"},
+    "updated": {"$ref": "#/$defs/timestamp"},
+    "stage_order": {"type": "array", "maxItems": 1000, "items": {"$ref": "#/$defs/stage_name"}},
+    "stages": {"type": "object", "propertyNames": {"$ref": "#/$defs/stage_name"}, "additionalProperties": {"$ref": "#/$defs/stage"}}
+  },
+  "$defs": {
+    "flatcar_version": {"type": "string", "maxLength": 160, "pattern": "^[0-9]{1,9}\\.[0-9]{1,9}\\.[0-9]{1,9}(\\+[A-Za-z0-9][A-Za-z0-9._+-]*)?$(?!\\n)"},
+    "stage_name": {"type": "string", "maxLength": 128, "pattern": "^[a-z][a-z0-9_]*(:[A-Za-z0-9][A-Za-z0-9_.-]*)?$(?!\\n)"},
+    "timestamp": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$(?!\\n)"},
+    "digest": {"type": ["string", "null"], "pattern": "^sha256:[0-9a-f]{64}$(?!\\n)"},
+    "relative_path": {"type": "string", "maxLength": 4096, "pattern": "^(?!/)(?!(.*/)?\\.\\.(/|$))[A-Za-z0-9._+@%:=,~/-]+$(?!\\n)"},
+    "relative_path_or_null": {"type": ["string", "null"], "maxLength": 4096, "pattern": "^(?!/)(?!(.*/)?\\.\\.(/|$))[A-Za-z0-9._+@%:=,~/-]+$(?!\\n)"},
+    "output": {
+      "type": "object",
+      "required": ["path", "role", "size", "sha256"],
+      "properties": {
+        "path": {"$ref": "#/$defs/relative_path"},
+        "role": {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]*$(?!\\n)"},
+        "size": {"type": "integer", "minimum": 0, "maximum": 1099511627776000},
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$(?!\\n)"}
+      }
+    },
+    "stage": {
+      "type": "object",
+      "required": ["status", "outputs"],
+      "properties": {
+        "status": {"enum": ["running", "passed", "failed"]},
+        "started": {"$ref": "#/$defs/timestamp"},
+        "finished": {"type": ["string", "null"], "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?Z$(?!\\n)"},
+        "duration_s": {"type": ["number", "null"]},
+        "host": {"type": "string", "maxLength": 255},
+        "input_digest": {"$ref": "#/$defs/digest"},
+        "inputs": {"type": "object"},
+        "outputs": {"type": "array", "items": {"$ref": "#/$defs/output"}},
+        "attempts": {"type": "integer", "minimum": 1, "maximum": 1000000},
+        "log_path": {"type": ["string", "null"], "maxLength": 4096},
+        "message": {"type": ["string", "null"]},
+        "details": {"type": "object"}
+      }
+    }
+  }
+}''')
 
 
 class RecordError(Exception):
@@ -42,6 +124,70 @@ class RecordError(Exception):
 
 class RecordLocked(RecordError):
     """Another writer holds the record."""
+
+
+def _shown(text):
+    """``text`` for a one-line message: control characters escaped."""
+    return "".join(c if c >= " " and c != "\x7f" else repr(c)[1:-1] for c in str(text))
+
+
+def check_data(data, path="build record"):
+    """Validate a loaded record against RECORD_SCHEMA (and what a schema cannot say); RecordError naming ``path``
+    and the first failing JSON path."""
+    where = _shown(path)
+    if not isinstance(data, dict) or data.get("kind") != KIND:
+        raise RecordError("%s is not a kiln build record" % where)
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise RecordError(
+            "build record %s has schema version %s, this kiln writes %d: upgrade kiln or move the record aside"
+            % (where, _shown(repr(data.get("schema_version"))[:40]), SCHEMA_VERSION)
+        )
+    problem = first_error(data, RECORD_SCHEMA)
+    if problem is None and "arch" in data and BOARDS.get(data["board"]) != data["arch"]:
+        problem = ("$.arch", "%r is not the arch of board %s" % (data["arch"], data["board"]))
+    if problem is not None:
+        raise RecordError("build record %s is invalid at %s: %s; move it aside (or fix it) and rerun the stage that wrote it"
+                          % (where, _shown(problem[0]), _shown(problem[1])))
+    return data
+
+
+def load_data(path):
+    """The record at ``path`` parsed and validated (``check_data``), or None when there is no file.
+
+    Never anything but RecordError: a FIFO, a directory, a huge, truncated, non-UTF-8 or too deeply nested file
+    all give one line."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RecordError("build record %s is unreadable (%s): move it aside and rerun with force" % (_shown(path), _shown(exc.strerror or exc)))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise RecordError("build record %s is not a regular file: move it aside and rerun with force" % _shown(path))
+        if st.st_size > MAX_RECORD_BYTES:
+            raise RecordError("build record %s is %d bytes, more than kiln reads (%d): move it aside and rerun with force"
+                              % (_shown(path), st.st_size, MAX_RECORD_BYTES))
+        chunks = []
+        while True:
+            block = os.read(fd, CHUNK)
+            if not block:
+                break
+            chunks.append(block)
+    except OSError as exc:
+        raise RecordError("build record %s is unreadable (%s): move it aside and rerun with force" % (_shown(path), _shown(exc.strerror or exc)))
+    finally:
+        os.close(fd)
+    try:
+        data = json.loads(b"".join(chunks).decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise RecordError("build record %s is unreadable (%s): move it aside and rerun with force"
+                          % (_shown(path), _shown(str(exc)[:200] or type(exc).__name__)))
+    try:
+        return check_data(data, path)
+    except RecursionError:
+        raise RecordError("build record %s is nested too deeply: move it aside and rerun with force" % _shown(path))
 
 
 def now():
@@ -88,7 +234,7 @@ def describe_output(build_root, path, role, sha256=None):
     """An output entry: path relative to the build root, role, size, sha256."""
     full = path if os.path.isabs(path) else os.path.join(build_root, path)
     rel = os.path.relpath(full, build_root)
-    if rel.startswith(".."):
+    if rel == ".." or rel.startswith(".." + os.sep):
         raise RecordError("output %s is outside the build root %s" % (full, build_root))
     st = os.stat(full)
     return {"path": rel, "role": role, "size": st.st_size, "sha256": sha256 or file_sha256(full)}
@@ -174,21 +320,7 @@ class BuildRecord:
 
     @staticmethod
     def _load(path):
-        try:
-            with open(path, "r", encoding="utf-8") as fh:
-                data = json.load(fh)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise RecordError("build record %s is unreadable (%s): move it aside and rerun with force" % (path, exc))
-        if not isinstance(data, dict) or data.get("kind") != KIND:
-            raise RecordError("%s is not a kiln build record" % path)
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise RecordError(
-                "build record %s has schema version %r, this kiln writes %d: upgrade kiln or move the record aside"
-                % (path, data.get("schema_version"), SCHEMA_VERSION)
-            )
-        return data
+        return load_data(path)
 
     @staticmethod
     def new_data(board, version, build_root=None):
@@ -242,7 +374,11 @@ class BuildRecord:
         root = build_root or self.build_root
         problems = []
         for out in stage.get("outputs", []):
-            full = os.path.join(root, out["path"])
+            try:
+                full = confine(root, out["path"], "recorded output")
+            except UnsafePath as exc:
+                problems.append(str(exc))
+                continue
             try:
                 st = os.stat(full)
             except OSError:

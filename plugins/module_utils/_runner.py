@@ -194,6 +194,13 @@ class Runner:
         child_env = build_env(self.env_allow, dict(self.env, **(env or {})))
         return ["/usr/bin/env", "-i"] + ["%s=%s" % (k, v) for k, v in sorted(child_env.items())]
 
+    def _exec(self, full, data, cwd):
+        """``module.run_command`` as every call here makes it: argv only, no expansion, stdin ``data``."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        return self.module.run_command(full, cwd=cwd or self.cwd, data=data, binary_data=True, expand_user_and_vars=False,
+                                       check_rc=False)
+
     def run(self, argv, env=None, data=None, check=True, cwd=None, msg=None, log_path=None):
         """Run ``argv`` with its output appended to the log; return a RunResult.
 
@@ -207,18 +214,8 @@ class Runner:
         if log == self.log_path:
             self.note("$ " + format_cmd(argv))
         wrapper = _LOG_WRAPPER_STDIN if data is not None else _LOG_WRAPPER
-        full = ["/bin/sh", "-c", wrapper, "kiln-run", log] + self._env_argv(env) + argv
-        if isinstance(data, str):
-            data = data.encode("utf-8")
         start = time.monotonic()
-        rc, _out, err = self.module.run_command(
-            full,
-            cwd=cwd or self.cwd,
-            data=data,
-            binary_data=True,
-            expand_user_and_vars=False,
-            check_rc=False,
-        )
+        rc, _out, err = self._exec(["/bin/sh", "-c", wrapper, "kiln-run", log] + self._env_argv(env) + argv, data, cwd)
         duration = round(time.monotonic() - start, 3)
         if err and log:
             # Only the wrapper itself can write here (e.g. the log file could not be opened).
@@ -239,17 +236,7 @@ class Runner:
     def capture(self, argv, env=None, data=None, cwd=None, check=False, msg=None):
         """Run a short command and return ``(rc, stdout, stderr)`` as text (for small outputs only)."""
         argv = [str(a) for a in argv]
-        full = self._env_argv(env) + argv
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        rc, out, err = self.module.run_command(
-            full,
-            cwd=cwd or self.cwd,
-            data=data,
-            binary_data=True,
-            expand_user_and_vars=False,
-            check_rc=False,
-        )
+        rc, out, err = self._exec(self._env_argv(env) + argv, data, cwd)
         if check and rc != 0:
             line = (err or out or "").strip().splitlines()
             detail = line[-1] if line else ""
@@ -291,7 +278,7 @@ class Runner:
         argv = [str(a) for a in argv]
         self.note("$ " + format_cmd(argv) + " | (read by the module)")
         log = open(self.log_path or os.devnull, "ab")  # pylint: disable=consider-using-with
-        proc = subprocess.Popen(self._env_argv(env) + argv, stdin=subprocess.DEVNULL,  # pylint: disable=consider-using-with
+        proc = subprocess.Popen(self._env_argv(env) + argv, stdin=subprocess.DEVNULL,  # pylint: disable=consider-using-with,ansible-bad-function
                                 stdout=subprocess.PIPE, stderr=log, cwd=self.cwd)
         start = time.monotonic()
         finished = False

@@ -13,7 +13,12 @@ helpers are the one place that decides whether such a value may become a path.
 from __future__ import annotations
 
 import os
+import re
 import signal
+
+# NUL, newline, CR, tab and the other C0 controls and DEL: never part of a path kiln builds from data (they break
+# DIGESTS files, logs and line-based protocols even where no shell sees them).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class UnsafePath(ValueError):
@@ -30,6 +35,8 @@ def confine(root, relpath, what="path"):
         raise UnsafePath("%s %r is not a relative path" % (what, relpath))
     if "\0" in relpath:
         raise UnsafePath("%s %r contains a NUL byte" % (what, relpath))
+    if _CONTROL.search(relpath):
+        raise UnsafePath("%s %r contains a control character (newline, CR, tab, ...)" % (what, relpath))
     if os.path.isabs(relpath):
         raise UnsafePath("%s %r is absolute: it must be relative to %s" % (what, relpath, root))
     if ".." in relpath.replace("\\", "/").split("/"):
@@ -42,9 +49,10 @@ def confine(root, relpath, what="path"):
 
 
 def component(name, what="name"):
-    """``name`` when it is usable as one path component (no separators, not '.', '..' or hidden, no NUL)."""
-    if not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".") \
-            or "/" in name or "\\" in name or "\0" in name:
+    """``name`` when it is usable as one path component (no separators, not '.', '..', hidden or option-like (leading
+    '-'), no NUL or other control character)."""
+    if not isinstance(name, str) or not name or name in (".", "..") or name.startswith((".", "-")) \
+            or "/" in name or "\\" in name or _CONTROL.search(name):
         raise UnsafePath("%s %r is not a plain file or directory name" % (what, name))
     return name
 

@@ -50,6 +50,53 @@ def one_line(text, limit=1000):
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def describe_exception(exc_type, exc, limit=600):
+    """``<ExcType>: <one line>``: how the stage engine and the module guard name an unexpected exception."""
+    return "%s: %s" % (exc_type.__name__, one_line(exc, limit))
+
+
+def offending_options(module, exc):
+    """Names of the options that most likely caused ``exc``: those whose value appears in its text, else every
+    option the task set (not its defaults); ``no_log`` options are never named by value."""
+    params = getattr(module, "params", None) or {}
+    spec = getattr(module, "argument_spec", None) or {}
+    text = str(exc)
+    found = {}
+    for key in sorted(params):
+        value = params[key]
+        if key.startswith("_") or (spec.get(key) or {}).get("no_log"):
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        hits = [str(v) for v in values if isinstance(v, (str, int, float)) and not isinstance(v, bool)
+                and len(str(v)) >= 3 and str(v) in text]
+        if hits:
+            found[key] = hits
+    # a value that is only part of another option's matching value (a user name inside a path) is not the culprit
+    named = [key for key, hits in found.items()
+             if not all(any(h in other and h != other for k2, others in found.items() if k2 != key for other in others)
+                        for h in hits)]
+    if named:
+        return sorted(named)
+    return [key for key in sorted(params) if not key.startswith("_") and params[key] is not None
+            and params[key] != (spec.get(key) or {}).get("default")]
+
+
+def guarded(module, run, module_name=None):
+    """Run ``run()`` (a module's body, after its AnsibleModule exists): any unexpected exception becomes
+    ``fail_json(msg="<module>: unexpected <ExcType>: <one line>; input: <option names>")``, never a traceback.
+
+    The one module-level guard (docs/design.md); ``fail_json``/``exit_json`` (SystemExit) pass through, and stage
+    bodies keep the engine's own conversion (``Stage.__exit__``), which names the stage."""
+    try:
+        return run()
+    except Exception as exc:  # pylint: disable=broad-except
+        name = module_name or getattr(module, "_name", None) or os.path.basename(sys.argv[0] or "kiln")
+        names = offending_options(module, exc)
+        line = "%s: unexpected %s; input: %s" % (name, describe_exception(type(exc), exc), ", ".join(names) if names else "(none)")
+        module.fail_json(msg=one_line(line), exception_type=type(exc).__name__, input_options=names)
+    return None  # not reached: fail_json exits
+
+
 def scripts_build_root(scripts_dir):
     """The SDK build root of a scripts checkout (DEFAULT_BUILD_ROOT, /mnt/host/source/src/build in the SDK)."""
     return os.path.join(os.path.abspath(scripts_dir), "__build__", "images")
@@ -190,7 +237,7 @@ class Stage:
             self.close()
             return False
         where = "stage %s" % self.name if self.name else "build record %s" % self.location.record_path
-        self.fail("%s: %s failed with %s: %s" % (self.module_name, where, exc_type.__name__, one_line(exc, 600)),
+        self.fail("%s: %s failed with %s" % (self.module_name, where, describe_exception(exc_type, exc)),
                   exception_type=exc_type.__name__)
         return False  # not reached: fail_json exits
 

@@ -23,25 +23,25 @@ from ansible_collections.kiln.flatcar.plugins.module_utils._safety import Unsafe
 from ansible_collections.kiln.flatcar.plugins.module_utils._version import CHANNELS, FlatcarVersion, VersionError
 
 # A host name, IPv4 or [IPv6] address as ssh takes it; never an option (no leading '-').
-HOST_RE = re.compile(r"^[A-Za-z0-9_\[][A-Za-z0-9_.:%\[\]-]*$")
+HOST_RE = re.compile(r"^[A-Za-z0-9_\[][A-Za-z0-9_.:%\[\]-]*\Z")
 # A POSIX-ish login name.
-USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 # Plain words for a program run on another host (``sudo rsync``, ``/usr/bin/python3``): no shell syntax at all.
-COMMAND_RE = re.compile(r"^[A-Za-z0-9_./=+-]+( [A-Za-z0-9_./=+-]+)*$")
+COMMAND_RE = re.compile(r"^[A-Za-z0-9_./=+-]+( [A-Za-z0-9_./=+-]+)*\Z")
 # A Docker/Podman container name (the engines' own rule).
-CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 # An update group (build_image --group) and similar short identifiers.
-GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 # A build id (FLATCAR_BUILD_ID): the same rule the version parser applies to the part after '+'.
-BUILD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+BUILD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
 # An http(s) URL without whitespace, quotes or shell metacharacters.
-URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://[A-Za-z0-9._~:/?#\[\]@!%+,=-]+$")
+URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://[A-Za-z0-9._~:/?#\[\]@!%+,=-]+\Z")
 # A git ref name (tag, branch, commit id); git check-ref-format rules that matter for argv safety.
-GIT_REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]*$")
+GIT_REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]*\Z")
 # A path on another host: characters no shell interprets (rsync before 3.2.4 passes remote paths to a shell).
-REMOTE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+@%:=,-]*$")
+REMOTE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+@%:=,-]*\Z")
 # An ssh -o value: Name=value, nothing ssh would read as another option or line.
-SSH_OPTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*[ =]\S.*$")
+SSH_OPTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*[ =]\S.*\Z")
 
 
 class Invalid(ValueError):
@@ -70,7 +70,7 @@ def version(value, what="version", canonical=False):
 
 def board(value, what="board"):
     """One of ``_record.BOARDS``."""
-    if value not in BOARDS:
+    if not isinstance(value, str) or value not in BOARDS:
         raise Invalid("unknown %s %r: use one of %s" % (what, value, ", ".join(sorted(BOARDS))))
     return value
 
@@ -92,7 +92,7 @@ def identifier(value, what="name"):
 def channel(value, what="channel", developer=False):
     """A Flatcar release channel (``alpha``, ``beta``, ``stable``, ``lts``; ``developer`` when allowed)."""
     allowed = CHANNELS + (("developer",) if developer else ())
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise Invalid("unknown %s %r: use one of %s" % (what, value, ", ".join(allowed)))
     return value
 
@@ -155,8 +155,10 @@ def remote_path(value, what="path"):
 
 def command(value, what="command"):
     """A program (with plain leading words such as ``sudo``) run on another host: no shell syntax."""
-    if not isinstance(value, str) or not COMMAND_RE.match(value):
-        raise Invalid("%s %r: use a program path, optionally after plain words such as sudo, without shell syntax" % (what, value))
+    if not isinstance(value, str) or not COMMAND_RE.match(value) or value.startswith("-") \
+            or any(".." in word.split("/") for word in value.split()):
+        raise Invalid("%s %r: use a program path, optionally after plain words such as sudo, without shell syntax, "
+                      "a leading '-' or '..'" % (what, value))
     return value
 
 

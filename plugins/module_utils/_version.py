@@ -20,14 +20,17 @@ CHANNELS = ("alpha", "beta", "stable", "lts")
 # Tag prefixes Flatcar's CI accepts (check_version_string); "main" is a nightly branch prefix.
 TAG_PREFIXES = ("main",) + CHANNELS
 
-_VERNUM = r"[0-9]+\.[0-9]+\.[0-9]+"
+# at most 9 digits per part (int() stays cheap, a version stays a usable path component)
+_VERNUM = r"[0-9]{1,9}\.[0-9]{1,9}\.[0-9]{1,9}"
+# the longest version string kiln takes (the schema's flatcar_version maxLength)
+MAX_VERSION_LEN = 160
 # optional lower-case prefix "<word>-", the M.m.p vernum, optional build id after '-' or '+'
-_VERSION_RE = re.compile(r"^(?:(?P<prefix>[a-z]+)-)?(?P<vernum>" + _VERNUM + r")(?:[-+](?P<build>.+))?$")
-_BUILD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_VERSION_RE = re.compile(r"^(?:(?P<prefix>[a-z]+)-)?(?P<vernum>" + _VERNUM + r")(?:[-+](?P<build>.+))?\Z")
+_BUILD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
 _LINE_RE = re.compile(r'^([A-Z_][A-Z0-9_]*)=(.*)$')
 # A binhost URL that is safe inside version.txt, which the SDK sources as shell (common.sh
 # load_environment_var, sdk_entry.sh): a scheme, then no whitespace, quotes or shell metacharacters.
-_BINHOST_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9._~:/?#\[\]@!%+,=-]+$")
+_BINHOST_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9._~:/?#\[\]@!%+,=-]+\Z")
 
 
 def check_binhost_root(url):
@@ -70,6 +73,8 @@ class FlatcarVersion:
         if text is None:
             raise VersionError("%s is missing: give a Flatcar version such as stable-4593.2.5 or 4593.2.5+hotfix-1" % what)
         text = str(text).strip()
+        if len(text) > MAX_VERSION_LEN:
+            raise VersionError("malformed %s %r...: longer than %d characters" % (what, text[:40], MAX_VERSION_LEN))
         match = _VERSION_RE.match(text)
         if not match:
             raise VersionError(

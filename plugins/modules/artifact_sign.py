@@ -28,6 +28,8 @@ author:
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
+  - kiln.flatcar._common.board
+  - kiln.flatcar._common.record
 attributes:
   check_mode:
     support: full
@@ -55,13 +57,6 @@ options:
     type: path
   scripts_dir:
     description: Flatcar scripts checkout; with O(board) locates the build record like the build modules do.
-    type: path
-  board:
-    description: Board of the build (with O(scripts_dir)).
-    type: str
-    choices: [amd64-usr, arm64-usr]
-  build_root:
-    description: Build root the record's relative paths refer to. Defaults to four directories above the record.
     type: path
   allow_unrecorded:
     description: With a build record, also sign selected files the record does not list (they cannot be checked).
@@ -191,13 +186,15 @@ log_path:
 import os
 import time
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _digests
+from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import board_args, record_args
 from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import list_files
 from ansible_collections.kiln.flatcar.plugins.module_utils._gpg import Gpg, GpgError, normalize_fingerprint, signing_key_status
 from ansible_collections.kiln.flatcar.plugins.module_utils._record import RecordError
-from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateError, Stage, locate
+from ansible_collections.kiln.flatcar.plugins.module_utils._safety import ExitCleanup
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateError, Stage, guarded, locate
 
 STAGE = "sign"
 
@@ -273,10 +270,7 @@ def main():
         argument_spec=dict(
             files=dict(type="list", elements="path"),
             directory=dict(type="path"),
-            record_path=dict(type="path"),
             scripts_dir=dict(type="path"),
-            board=dict(type="str", choices=["amd64-usr", "arm64-usr"]),
-            build_root=dict(type="path"),
             allow_unrecorded=dict(type="bool", default=False),
             key_fingerprint=dict(type="str", required=True, no_log=False),  # a public fingerprint, not a secret
             gnupghome=dict(type="path"),
@@ -286,11 +280,16 @@ def main():
             sign_digests_file=dict(type="bool", default=True),
             force=dict(type="bool", default=False),
             log_path=dict(type="path"),
+            **dict(board_args(), **record_args())
         ),
         required_together=[("scripts_dir", "board")],
         mutually_exclusive=[("record_path", "scripts_dir")],
         supports_check_mode=True,
     )
+    guarded(module, lambda: _main(module))
+
+
+def _main(module):
     p = module.params
     try:
         fpr = normalize_fingerprint(p["key_fingerprint"])
@@ -400,41 +399,57 @@ def _flat(outputs):
 
 
 def sign_files(module, runner, gpg, fpr, primary, chosen, to_sign, result):
-    """Sign into temporary names; rename only when every signature succeeded."""
-    p = module.params
+    """Sign into temporary names; rename only when every signature succeeded.
+
+    Every temporary name is listed before it is created, and removed on every way out (a failed signature, a read-only
+    or full destination, an exception, SIGTERM/SIGINT/SIGHUP), so a failure leaves no partial C(.kiln-tmp-*) file."""
     staged = []
-    try:
-        for f, _h, text, _reason in to_sign:
-            df, _sigs = outputs_for(f, p["sign_digests_file"])
-            tag = ".kiln-tmp-%d" % os.getpid()
-            tmp_df = df + tag
-            with open(tmp_df, "wb") as fh:
-                fh.write(text)
-            os.chmod(tmp_df, 0o644)
-            staged.append((tmp_df, df))
-            jobs = [(tmp_df, df + ".asc", True), (f, f + ".sig", False)]
-            if p["sign_digests_file"]:
-                jobs.append((tmp_df, df + ".sig", False))
-            for src, dst, clear in jobs:
-                tmp = dst + tag
-                staged.append((tmp, dst))
-                ok, info = gpg.sign(src, tmp, clearsign=clear, fpr=fpr, passphrase=p["passphrase"],
-                                    digest_algo=p["digest_algo"])
-                if not ok:
-                    _cleanup(staged)
-                    staged = []
-                    runner.fail("signing %s with key %s failed: %s; nothing was signed" % (f, fpr, info["reason"]),
-                                result=info["result"])
-                if info["fingerprint"] not in (chosen["fingerprint"], primary):
-                    module.warn("gpg signed %s with %s, not the expected signing key %s" % (f, info["fingerprint"], chosen["fingerprint"]))
-                result["signing_key_fingerprint"] = info["fingerprint"]
-        # DIGESTS.asc was made from the temp DIGESTS; its content is the same
-        for tmp, dst in staged:
-            os.chmod(tmp, 0o644)
-            os.rename(tmp, dst)
-        staged = []
-    finally:
-        _cleanup(staged)
+    with ExitCleanup() as cleanup:
+        cleanup.add(lambda: _cleanup(staged))
+        try:
+            _sign_staged(module, runner, gpg, fpr, primary, chosen, to_sign, result, staged)
+            # DIGESTS.asc was made from the temp DIGESTS; its content is the same
+            for tmp, _dst in staged:
+                os.chmod(tmp, 0o644)
+            for tmp, dst in staged:
+                os.rename(tmp, dst)
+            del staged[:]
+        except OSError as exc:
+            _cleanup(staged)
+            del staged[:]
+            where = getattr(exc, "filename", None) or (to_sign[0][0] if to_sign else "?")
+            runner.fail("cannot write the signatures in %s: %s: make the directory writable and free space; nothing was signed"
+                        % (os.path.dirname(where), exc.strerror or exc))
+
+
+def _sign_staged(module, runner, gpg, fpr, primary, chosen, to_sign, result, staged):
+    p = module.params
+    tag = ".kiln-tmp-%d" % os.getpid()
+    for f, _h, text, _reason in to_sign:
+        df, _sigs = outputs_for(f, p["sign_digests_file"])
+        tmp_df = df + tag
+        staged.append((tmp_df, df))
+        with open(tmp_df, "wb") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())  # a full disk shows here, not later in a signature of a truncated DIGESTS
+        os.chmod(tmp_df, 0o644)
+        jobs = [(tmp_df, df + ".asc", True), (f, f + ".sig", False)]
+        if p["sign_digests_file"]:
+            jobs.append((tmp_df, df + ".sig", False))
+        for src, dst, clear in jobs:
+            tmp = dst + tag
+            staged.append((tmp, dst))
+            ok, info = gpg.sign(src, tmp, clearsign=clear, fpr=fpr, passphrase=p["passphrase"],
+                                digest_algo=p["digest_algo"])
+            if not ok:
+                _cleanup(staged)
+                del staged[:]
+                runner.fail("signing %s with key %s failed: %s; nothing was signed" % (f, fpr, info["reason"]),
+                            result=info["result"])
+            if info["fingerprint"] not in (chosen["fingerprint"], primary):
+                module.warn("gpg signed %s with %s, not the expected signing key %s" % (f, info["fingerprint"], chosen["fingerprint"]))
+            result["signing_key_fingerprint"] = info["fingerprint"]
 
 
 def _cleanup(staged):

@@ -153,7 +153,7 @@ import shutil
 import tempfile
 import time
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
 from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import (
@@ -168,7 +168,7 @@ from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import (
 )
 from ansible_collections.kiln.flatcar.plugins.module_utils._hostxfer import remote_mkdir, remote_python, ssh_command, ssh_e, target
 from ansible_collections.kiln.flatcar.plugins.module_utils._safety import ExitCleanup, UnsafePath, confine
-from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateError, Stage, locate
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateError, Stage, guarded, locate
 
 # Runs on the destination: compare files with a record; merge the source record; verify; remove bad files.
 REMOTE = r'''
@@ -319,6 +319,10 @@ def main():
     spec.update(remote_args())
     module = AnsibleModule(argument_spec=spec, required_one_of=[("record_path", "build_root")],
                            mutually_exclusive=SSH_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
+    guarded(module, lambda: _main(module))
+
+
+def _main(module):
     validate(module)
     p = module.params
     try:

@@ -23,6 +23,8 @@ author:
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
+  - kiln.flatcar._common.board
+  - kiln.flatcar._common.record
 attributes:
   check_mode:
     support: full
@@ -43,13 +45,6 @@ options:
     type: path
   scripts_dir:
     description: Flatcar scripts checkout; with O(board) locates the build record like the build modules do.
-    type: path
-  board:
-    description: Board of the build (with O(scripts_dir)).
-    type: str
-    choices: [amd64-usr, arm64-usr]
-  build_root:
-    description: Build root the record's relative paths refer to. Defaults to four directories above the record.
     type: path
   public_key:
     description: Armored (or binary) OpenPGP public key file to verify with.
@@ -130,12 +125,13 @@ import os
 import shutil
 import tempfile
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _digests
+from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import board_args, record_args
 from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import list_files
 from ansible_collections.kiln.flatcar.plugins.module_utils._gpg import Gpg, GpgError, normalize_fingerprint
-from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateError, Stage, locate
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateError, Stage, guarded, locate
 
 
 def main():
@@ -143,22 +139,24 @@ def main():
         argument_spec=dict(
             files=dict(type="list", elements="path"),
             directory=dict(type="path"),
-            record_path=dict(type="path"),
             scripts_dir=dict(type="path"),
-            board=dict(type="str", choices=["amd64-usr", "arm64-usr"]),
-            build_root=dict(type="path"),
             public_key=dict(type="path"),
             public_key_content=dict(type="str"),
             key_fingerprint=dict(type="str", no_log=False),  # a public fingerprint, not a secret
             require=dict(type="list", elements="str", choices=["digests", "digests_asc", "sig"],
                          default=["digests", "digests_asc", "sig"]),
             log_path=dict(type="path"),
+            **dict(board_args(), **record_args())
         ),
         required_one_of=[("public_key", "public_key_content"), ("files", "directory", "record_path", "scripts_dir")],
         required_together=[("scripts_dir", "board")],
         mutually_exclusive=[("public_key", "public_key_content"), ("record_path", "scripts_dir")],
         supports_check_mode=True,
     )
+    guarded(module, lambda: _main(module))
+
+
+def _main(module):
     p = module.params
     want = None
     try:

@@ -152,7 +152,7 @@ import os
 import shutil
 import tempfile
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 from ansible.module_utils.urls import fetch_url
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
@@ -171,6 +171,7 @@ from ansible_collections.kiln.flatcar.plugins.module_utils._hostxfer import remo
 from ansible_collections.kiln.flatcar.plugins.module_utils._record import file_sha256
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
 from ansible_collections.kiln.flatcar.plugins.module_utils._safety import ExitCleanup
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import guarded
 
 REMOTE_INDEX = r'''
 import hashlib, os
@@ -320,6 +321,10 @@ def main():
     spec["ssh_user"].update(aliases=["cache_user"], deprecated_aliases=deprecated("cache_user"))
     spec.update(remote_args())
     module = AnsibleModule(argument_spec=spec, mutually_exclusive=SSH_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
+    guarded(module, lambda: _main(module))
+
+
+def _main(module):
     validate(module)
     if module.params["mode"] == "pull":
         pull(module)

@@ -37,6 +37,8 @@ author:
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
+  - kiln.flatcar._common.board
+  - kiln.flatcar._common.record
 attributes:
   check_mode:
     support: full
@@ -53,10 +55,6 @@ options:
       - The C(qemu_uefi) vendor image (C(flatcar_production_qemu_uefi_image.img)) brings its own firmware files, found
         next to it.
     type: path
-  board:
-    description: Flatcar board of the image.
-    type: str
-    choices: [amd64-usr, arm64-usr]
   firmware:
     description: Firmware to boot with. V(bios) is amd64 only.
     type: str
@@ -92,12 +90,12 @@ options:
     default: []
   timeout:
     description:
-      - Seconds to wait for the success markers with KVM. Under emulation this is multiplied by O(tcg_timeout_factor),
-        and by 1.5 more when emulating another architecture (arm64 on amd64).
+      - Seconds to wait for the success markers with KVM, from 1 to 86400. Under emulation this is multiplied by
+        O(tcg_timeout_factor), and by 1.5 more when emulating another architecture (arm64 on amd64).
     type: int
     default: 180
   tcg_timeout_factor:
-    description: Multiplier for O(timeout) under TCG emulation.
+    description: Multiplier for O(timeout) under TCG emulation, above 0 and at most 20.
     type: float
     default: 3.0
   accel:
@@ -106,11 +104,11 @@ options:
     choices: [auto, kvm, tcg]
     default: auto
   memory:
-    description: Guest memory in MiB.
+    description: Guest memory in MiB (128 to 1048576).
     type: int
     default: 2048
   cpus:
-    description: Guest vCPUs.
+    description: Guest vCPUs (1 to 256).
     type: int
     default: 2
   ssh:
@@ -144,12 +142,25 @@ options:
     type: bool
     default: true
   extra_args:
-    description: More QEMU arguments. Networking, serial, monitor and daemon options are refused.
+    description:
+      - More QEMU arguments, as option and value pairs from an allow-list; anything else (networking, serial ports,
+        monitors and QMP, C(-gdb)/C(-s), displays and VNC, character devices, files, daemon options) is refused with one
+        line.
+      - C(-cpu <model>[,+feature|,-feature|,prop=value...]), C(-smp <n>[,sockets=|cores=|threads=|dies=|clusters=|maxcpus=<n>]),
+        C(-m <size>) (C(2048), C(4G)), C(-machine|-M <type>[,<property>=<value>]) with the properties C(graphics),
+        C(gic-version), C(smm), C(kernel-irqchip), C(acpi), C(hpet), C(usb), C(vmport), C(highmem), C(its), C(mem-merge),
+        C(dump-guest-core),
+        C(-accel kvm|tcg[,thread=single|multi][,tb-size=<n>][,kernel-irqchip=on|off|split]),
+        C(-device virtio-rng-pci|virtio-rng-device|virtio-balloon-pci|virtio-balloon-device|pvpanic|pvpanic-pci|i6300esb[,id=<name>]),
+        C(-rtc base=utc|localtime|<date>[,clock=host|rt|vm][,driftfix=none|slew]).
     type: list
     elements: str
     default: []
   console_log:
-    description: Where to keep the serial console log. Default the build record's C(logs/) dir, else O(cache_dir)C(/logs).
+    description:
+      - Where to keep the serial console log. Default the build record's C(logs/) dir, else O(cache_dir)C(/logs).
+      - Its directory (and O(work_dir)) must be writable with free space; a read-only or full one fails with one line
+        before QEMU starts.
     type: path
   cache_dir:
     description: Per-host kiln state (KVM probe answer, slot locks, logs).
@@ -160,17 +171,17 @@ options:
       decompressed image when O(image) is C(.bz2).
     type: path
   max_parallel:
-    description: Most checks running at once on this host; V(0) sizes it from free memory and cores.
+    description: Most checks running at once on this host (0 to 256); V(0) sizes it from free memory and cores.
     type: int
     default: 0
   slot_wait:
-    description: Seconds to wait for a free slot before failing.
+    description: Seconds to wait for a free slot before failing (0 to 604800).
     type: int
     default: 3600
   lock_wait:
     description:
       - Seconds to wait while another kiln task holds the build record (for example the check of the other firmware,
-        which holds it for its whole boot) before failing.
+        which holds it for its whole boot) before failing (0 to 604800).
     type: int
     default: 1800
   probe_only:
@@ -182,7 +193,9 @@ options:
     type: bool
     default: false
   record_path:
-    description: Build record to update (stage C(boot_check:<firmware>)).
+    description:
+      - Build record to update (stage C(boot_check:<firmware>)); pass on the C(record_path) an earlier kiln module
+        returned.
     type: path
   scripts_dir:
     description: Scripts checkout; with O(board) locates the build record of the pinned version.
@@ -332,12 +345,13 @@ import shutil
 import signal
 import tempfile
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _qemu as q
+from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import board_args, record_args
 from ansible_collections.kiln.flatcar.plugins.module_utils._record import digest
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner, tail_lines
-from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateError, Stage, locate, one_line
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateError, Stage, guarded, locate, one_line
 
 CROSS_ARCH_FACTOR = 1.5
 
@@ -441,10 +455,18 @@ class Check:
         return args, ign_path, ign_dict
 
     # -- main ---------------------------------------------------------------------------------
+    def validate(self):
+        """Numbers in range, extra QEMU arguments from the allow-list, markers that compile: before anything runs."""
+        try:
+            q.check_options(self.p)
+        except q.QemuError as exc:
+            self.fail(str(exc))
+
     def machine(self):
         """(arch, qemu, kvm, accel, timeout_s); with probe_only the module exits here."""
         p = self.p
         module = self.module
+        self.validate()
         if not p["board"]:
             self.fail("board is required")
         arch = q.ARCHES[p["board"]]
@@ -513,7 +535,7 @@ class Check:
         p = self.p
         arch, qemu, kvm, accel, timeout_s = self.machine()
         try:
-            location = locate(p["record_path"], p["scripts_dir"], p["board"])
+            location = locate(p["record_path"], p["scripts_dir"], p["board"], build_root=p["build_root"])
         except LocateError as exc:
             self.fail(str(exc))
         if location.record_path and not os.path.isfile(location.record_path):
@@ -530,7 +552,6 @@ class Check:
         efi_code, efi_vars, bios = self.firmware(arch, image)
         ign_path, ign_dict = self.ignition_source()
         try:
-            q.check_extra_args(p["extra_args"])
             success, failure = q.check_markers(p["success_markers"], p["failure_markers"], p["extra_failure_markers"])
         except q.QemuError as exc:
             self.fail(str(exc))
@@ -579,6 +600,12 @@ class Check:
                              accel=accel, kvm=kvm, timeout_s=timeout_s, qemu_cmd=preview, qemu_name=tag,
                              console_log=console_log, image={"path": image, "sha256": image_sha},
                              record_path=self.record_path, stage=self.stage_name if self.record_path else None)
+        try:
+            q.writable_dir(os.path.dirname(console_log), "serial console log")
+            if p["work_dir"]:
+                q.writable_dir(p["work_dir"], "boot work files")
+        except q.QemuError as exc:
+            self.fail(str(exc), console_log=console_log)
         self.stage.begin(log_path=console_log)
         result, argv, kvm, accel, timeout_s, slot = self.boot(boot, kvm, timeout_s, success, failure, ign_path, ign_dict)
         self.verdict(result, argv, kvm, accel, timeout_s, slot, boot, image_sha, record_ret)
@@ -703,7 +730,6 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             image=dict(type="path"),
-            board=dict(type="str", choices=sorted(q.ARCHES)),
             firmware=dict(type="str", default="uefi", choices=["bios", "uefi"]),
             efi_code=dict(type="path"),
             efi_vars=dict(type="path"),
@@ -734,9 +760,9 @@ def main():
             lock_wait=dict(type="int", default=1800),
             probe_only=dict(type="bool", default=False),
             refresh_probe=dict(type="bool", default=False),
-            record_path=dict(type="path"),
             scripts_dir=dict(type="path"),
             force=dict(type="bool", default=False),
+            **dict(board_args(), **record_args())
         ),
         required_by={"scripts_dir": ["board"]},
         supports_check_mode=True,
@@ -745,7 +771,7 @@ def main():
         signal.signal(sig, _on_signal)
     check = Check(module)
     try:
-        check.run()
+        guarded(module, check.run)
     finally:
         check.cleanup()
 

@@ -16,6 +16,9 @@ description:
     An expired lease (older than its TTL) is stale and taken over; the result says from whom.
   - O(state=released) removes the lease when O(owner) holds it (or anyone with O(force=true)); a lease held by another
     owner is left alone and reported.
+  - A lease file that is not a valid lease (not JSON, no owner, an C(expires_epoch) that is not a number, a directory)
+    is corrupt. It never locks a version for good - O(force=true) replaces (or, with O(state=released), removes) it;
+    without O(force) the task fails with one line naming the file. O(state=query) reports it in RV(corrupt).
   - Reads and writes of the lease happen under an exclusive C(flock) on C(<dir>/.kiln-locks.lock), and the lease is
     written atomically, so two acquirers racing on one builder cannot both win.
   - The owner is the pipeline run id (C(kiln_run_id)). Rerunning a pipeline with the same run id resumes under
@@ -55,11 +58,13 @@ options:
     choices: [acquired, released, query]
     default: acquired
   ttl:
-    description: Lease length in seconds. A lease not renewed within it is stale and may be taken over.
+    description:
+      - Lease length in seconds, from 1 to 2592000 (30 days). A lease not renewed within it is stale and may be
+        taken over.
     type: int
     default: 28800
   force:
-    description: Take (or release) the lock even when another owner's lease is still live.
+    description: Take (or release) the lock even when another owner's lease is still live, or its lease file is corrupt.
     type: bool
     default: false
 """
@@ -103,10 +108,15 @@ taken_over_from:
   description: The stale lease that was replaced, when one was.
   returned: when a stale lease was taken over
   type: dict
+corrupt:
+  description: Why the lease file is not a valid lease (it was replaced or removed with O(force=true)).
+  returned: when the lease file is corrupt
+  type: str
 """
 
 import datetime
 import json
+import math
 import os
 import socket
 import time
@@ -116,26 +126,42 @@ try:
 except ImportError:  # pragma: no cover
     fcntl = None
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
 from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import board_args, version_args
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import guarded, one_line
 from ansible_collections.kiln.flatcar.plugins.module_utils._version import atomic_write
+
+MAX_TTL = 30 * 24 * 3600  # a lease longer than a month is a typo (10**12 s overflows the timestamps)
 
 
 def _stamp(epoch):
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class CorruptLease(ValueError):
+    """The lease file exists but is not a lease; the message is one line."""
+
+
 def read_lease(path):
+    """The lease (a dict with a str ``owner`` and a finite number ``expires_epoch``), None when there is none.
+    Raises CorruptLease for anything else (not JSON, wrong types, a directory, unreadable)."""
     try:
         with open(path, "r", encoding="utf-8") as fh:
             data = json.load(fh)
-        return data if isinstance(data, dict) and "owner" in data else None
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
-        return {"owner": "(unreadable lease)", "expires_epoch": 0}
+    except (OSError, ValueError) as exc:
+        raise CorruptLease(one_line(getattr(exc, "strerror", None) or exc, 200))
+    if not isinstance(data, dict):
+        raise CorruptLease("not a JSON object")
+    if not isinstance(data.get("owner"), str) or not data["owner"]:
+        raise CorruptLease("no owner")
+    expires = data.get("expires_epoch")
+    if isinstance(expires, bool) or not isinstance(expires, (int, float)) or not math.isfinite(expires):
+        raise CorruptLease("expires_epoch %r is not a number" % (expires,))
+    return data
 
 
 def main():
@@ -150,63 +176,114 @@ def main():
         ),
         supports_check_mode=True,
     )
+    guarded(module, lambda: run(module))
+
+
+def run(module):
     p = module.params
     # the version names the lease file: canonical FLATCAR_VERSION only (no '/', no '..', no channel prefix)
     p["version"] = _validate.check(module, _validate.version, p["version"], canonical=True).version
-    if p["ttl"] <= 0:
-        module.fail_json(msg="ttl must be a positive number of seconds")
+    if not 0 < p["ttl"] <= MAX_TTL:
+        module.fail_json(msg="ttl %d is out of range: give 1 to %d seconds (30 days)" % (p["ttl"], MAX_TTL))
     path = os.path.join(p["dir"], p["board"], p["version"] + ".lock")
     result = dict(path=path)
-    if not module.check_mode or os.path.isdir(p["dir"]):
+    if not module.check_mode:  # check mode creates nothing, not even the board's directory
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
         except OSError as exc:
             module.fail_json(msg="cannot create lock directory %s: %s" % (os.path.dirname(path), exc.strerror), path=path)
     guard_fd = None
     if os.path.isdir(p["dir"]) and fcntl is not None:
-        guard_fd = os.open(os.path.join(p["dir"], ".kiln-locks.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(guard_fd, fcntl.LOCK_EX)
+        guard = os.path.join(p["dir"], ".kiln-locks.lock")
+        try:
+            if module.check_mode:  # check mode creates nothing: it locks the guard only when it exists
+                guard_fd = os.open(guard, os.O_RDONLY) if os.path.isfile(guard) else None
+            else:
+                guard_fd = os.open(guard, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            module.fail_json(msg="cannot open the lock guard %s: %s: make %s writable" % (guard, exc.strerror, p["dir"]),
+                             path=path)
+        if guard_fd is not None:
+            fcntl.flock(guard_fd, fcntl.LOCK_EX)
     try:
-        now = time.time()
-        lease = read_lease(path)
-        live = lease is not None and float(lease.get("expires_epoch", 0)) > now
-        mine = lease is not None and lease.get("owner") == p["owner"]
-        if p["state"] == "query":
-            module.exit_json(changed=False, held=bool(mine and live), holder=lease, **result)
-        if p["state"] == "released":
-            if lease is None:
-                module.exit_json(changed=False, held=False, holder=None, **result)
-            if not mine and live and not p["force"]:
-                module.exit_json(changed=False, held=False, holder=lease, msg="lock is held by %s, not released" % lease.get("owner"), **result)
-            if not module.check_mode:
-                os.unlink(path)
-            module.exit_json(changed=True, held=False, holder=None, **result)
-        # acquire / renew
-        if lease is not None and not mine and live and not p["force"]:
-            module.fail_json(
-                msg="build tree for %s %s on %s is locked by %s (host %s) until %s: wait for that pipeline, or release the "
-                "lock with owner=%s or force=true" % (p["board"], p["version"], socket.gethostname(), lease.get("owner"),
-                                                      lease.get("host"), lease.get("expires"), lease.get("owner")),
-                holder=lease, **result)
-        new = {
-            "owner": p["owner"],
-            "host": socket.gethostname(),
-            "board": p["board"],
-            "version": p["version"],
-            "acquired": lease.get("acquired") if mine else _stamp(now),
-            "renewed": _stamp(now),
-            "expires": _stamp(now + p["ttl"]),
-            "expires_epoch": round(now + p["ttl"], 3),
-            "ttl": p["ttl"],
-        }
-        if lease is not None and not mine:
-            result["taken_over_from"] = lease
-        if not module.check_mode:
-            atomic_write(path, json.dumps(new, indent=2, sort_keys=True) + "\n")
-        module.exit_json(changed=not mine, held=True, holder=new, **result)
+        try:
+            _locked(module, p, path, result)
+        except OSError as exc:
+            module.fail_json(msg="cannot write the lease %s: %s: make %s writable" % (
+                getattr(exc, "filename", None) or path, exc.strerror or exc, p["dir"]), path=path)
     finally:
         if guard_fd is not None:
             os.close(guard_fd)
+
+
+def _locked(module, p, path, result):
+    now = time.time()
+    try:
+        lease = read_lease(path)
+    except CorruptLease as exc:
+        corrupt = "lease file %s is corrupt (%s)" % (path, exc)
+        if p["state"] == "query":
+            module.exit_json(changed=False, held=False, holder=None, corrupt=str(exc), **result)
+        if not p["force"]:
+            module.fail_json(msg="%s: check that no pipeline builds %s %s here, then rerun with force=true (or remove the file)"
+                             % (corrupt, p["board"], p["version"]), corrupt=str(exc), **result)
+        module.warn("%s: replaced (force=true)" % corrupt)
+        result["corrupt"] = str(exc)
+        if p["state"] == "released":
+            if not module.check_mode:
+                _remove(path)
+            module.exit_json(changed=True, held=False, holder=None, **result)
+        lease = None
+        _acquire(module, p, path, result, None, now, replace_corrupt=True)
+    live = lease is not None and lease["expires_epoch"] > now
+    mine = lease is not None and lease.get("owner") == p["owner"]
+    if p["state"] == "query":
+        module.exit_json(changed=False, held=bool(mine and live), holder=lease, **result)
+    if p["state"] == "released":
+        if lease is None:
+            module.exit_json(changed=False, held=False, holder=None, **result)
+        if not mine and live and not p["force"]:
+            module.exit_json(changed=False, held=False, holder=lease, msg="lock is held by %s, not released" % lease.get("owner"), **result)
+        if not module.check_mode:
+            _remove(path)
+        module.exit_json(changed=True, held=False, holder=None, **result)
+    # acquire / renew
+    if lease is not None and not mine and live and not p["force"]:
+        module.fail_json(
+            msg="build tree for %s %s on %s is locked by %s (host %s) until %s: wait for that pipeline, or release the "
+            "lock with owner=%s or force=true" % (p["board"], p["version"], socket.gethostname(), lease.get("owner"),
+                                                  lease.get("host"), lease.get("expires"), lease.get("owner")),
+            holder=lease, **result)
+    _acquire(module, p, path, result, lease, now)
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        os.rmdir(path)  # a directory in the lease's place (corrupt); only an empty one is removed
+    else:
+        os.unlink(path)
+
+
+def _acquire(module, p, path, result, lease, now, replace_corrupt=False):
+    mine = lease is not None and lease.get("owner") == p["owner"]
+    new = {
+        "owner": p["owner"],
+        "host": socket.gethostname(),
+        "board": p["board"],
+        "version": p["version"],
+        "acquired": lease.get("acquired") if mine else _stamp(now),
+        "renewed": _stamp(now),
+        "expires": _stamp(now + p["ttl"]),
+        "expires_epoch": round(now + p["ttl"], 3),
+        "ttl": p["ttl"],
+    }
+    if lease is not None and not mine:
+        result["taken_over_from"] = lease
+    if not module.check_mode:
+        if replace_corrupt and os.path.isdir(path) and not os.path.islink(path):
+            os.rmdir(path)
+        atomic_write(path, json.dumps(new, indent=2, sort_keys=True) + "\n")
+    module.exit_json(changed=not mine or replace_corrupt, held=True, holder=new, **result)
 
 
 if __name__ == "__main__":

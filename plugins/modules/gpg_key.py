@@ -133,10 +133,11 @@ import shutil
 import tempfile
 import time
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils._gpg import Gpg, GpgError, normalize_fingerprint, read_status
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import guarded
 from ansible_collections.kiln.flatcar.plugins.module_utils._version import atomic_write
 
 # Files of a GnuPG home worth copying for a check-mode dry run (sockets, locks and caches are not).
@@ -212,6 +213,10 @@ def main():
         ),
         supports_check_mode=True,
     )
+    guarded(module, lambda: _main(module))
+
+
+def _main(module):
     p = module.params
     try:
         fpr = normalize_fingerprint(p["fingerprint"])

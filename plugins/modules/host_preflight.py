@@ -176,9 +176,10 @@ binfmt:
 import os
 import shutil
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import guarded
 
 GIB = 1024.0 ** 3
 ENTRY = "qemu-aarch64"
@@ -286,6 +287,10 @@ def main():
         ),
         supports_check_mode=True,
     )
+    guarded(module, lambda: _main(module))
+
+
+def _main(module):
     p = module.params
     if p["min_free_gb"] and not p["path"]:
         module.fail_json(msg="min_free_gb needs path: the filesystem to measure")

@@ -186,7 +186,7 @@ container_name:
 import os
 import re
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import list_files, role_of
 from ansible_collections.kiln.flatcar.plugins.module_utils import _validate

@@ -210,16 +210,12 @@ import shutil
 import time
 import uuid
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _tap, _validate
 from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import board_args, detect_engine, engine_args, version_args
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner, tail_lines
-
-
-def one_line(text, limit=800):
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import guarded, one_line
 
 
 class Kola:
@@ -381,6 +377,10 @@ def main():
         mutually_exclusive=[["kola", "container_image"]],
         supports_check_mode=True,
     )
+    guarded(module, lambda: _main(module))
+
+
+def _main(module):
     p = module.params
     if p["version"]:
         p["version"] = _validate.check(module, _validate.version, p["version"], "version").version

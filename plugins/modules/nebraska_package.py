@@ -44,7 +44,9 @@ options:
     type: str
     default: e96281a6-d1af-4bde-9a0a-97b76e56dc57
   version:
-    description: Package version (FLATCAR_VERSION, what clients report and compare).
+    description:
+      - Package version (FLATCAR_VERSION, what clients report and compare), e.g. V(4593.2.5) or V(4593.2.5+kiln-1); a
+        channel prefix (V(stable-4593.2.5)) is refused because clients never report it.
     type: str
     required: true
   arch:
@@ -134,7 +136,7 @@ options:
     type: bool
     default: true
   timeout:
-    description: HTTP timeout in seconds.
+    description: HTTP timeout in seconds (1 to 3600).
     type: int
     default: 30
 """
@@ -195,33 +197,80 @@ import hashlib
 import json
 import os
 import re
+import stat
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 from ansible.module_utils.six.moves.urllib.parse import quote, urlencode
 from ansible.module_utils.urls import fetch_url
 
+from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
+from ansible_collections.kiln.flatcar.plugins.module_utils._record import BOARDS
+from ansible_collections.kiln.flatcar.plugins.module_utils._safety import UnsafePath, confine
 from ansible_collections.kiln.flatcar.plugins.module_utils._stage import Stage, locate
 from ansible_collections.kiln.flatcar.plugins.module_utils._version import VersionError, compare
 
+# Nebraska's arch enum (backend/pkg/api/arch.go: AMD64 = 1, AARCH64 = 2) for the arches of kiln's boards.
 ARCH = {"amd64": 1, "arm64": 2}
 PKG_TYPE_FLATCAR = 1
 PER_PAGE = 100
+# A list endpoint whose totalCount never matches what it pages out is answered with an error after this many pages
+# (100 x PER_PAGE entries): never an endless loop.
+MAX_PAGES = 100
+MAX_SIZE = 2 ** 63 - 1
 
 
-def file_identity(path):
+class NebraskaAnswerError(Exception):
+    """The server answered something kiln cannot use; one line."""
+
+
+def file_identity(module, path, what="payload_path"):
+    """Name, size and hashes of a regular file on this host; one-line failure for anything else."""
     sha1 = hashlib.sha1()
     sha256 = hashlib.sha256()
     size = 0
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(1024 * 1024)
-            if not block:
-                break
-            size += len(block)
-            sha1.update(block)
-            sha256.update(block)
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would hang the read
+            module.fail_json(msg="%s %s is not a regular file" % (what, path))
+        with open(path, "rb") as fh:
+            while True:
+                block = fh.read(1024 * 1024)
+                if not block:
+                    break
+                size += len(block)
+                sha1.update(block)
+                sha256.update(block)
+    except (OSError, ValueError) as exc:
+        module.fail_json(msg="cannot read %s %r: %s" % (what, path, getattr(exc, "strerror", None) or exc))
     return {"name": os.path.basename(path), "size": size, "sha1_b64": base64.b64encode(sha1.digest()).decode(),
             "sha256_b64": base64.b64encode(sha256.digest()).decode(), "sha256_hex": sha256.hexdigest()}
+
+
+def check_b64(module, value, length, what):
+    """A base64 hash of ``length`` bytes, or a one-line failure."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (ValueError, TypeError):
+        module.fail_json(msg="%s is not base64" % what)
+    if len(raw) != length:
+        module.fail_json(msg="%s has the wrong length for its hash" % what)
+
+
+def as_int(value, default=-1):
+    """An integer from a server or record value, ``default`` for anything that is not one."""
+    if isinstance(value, bool):
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
+def size_of(module, value, what):
+    """A byte size (0 .. 2**63-1) from an option or a build record."""
+    size = as_int(value, None)
+    if size is None or size < 0 or size > MAX_SIZE:
+        module.fail_json(msg="%s %r is not a size in bytes" % (what, value))
+    return size
 
 
 class Nebraska:
@@ -253,34 +302,40 @@ class Nebraska:
             self.module.fail_json(msg="Nebraska %s %s returned HTTP %s (%s): %s" % (method, path, status, hint, detail),
                                   status=status, url=url)
         try:
-            return json.loads(raw) if raw and raw.strip() else None
+            data = json.loads(raw) if raw and raw.strip() else None
         except ValueError:
             self.module.fail_json(msg="Nebraska %s %s returned something that is not JSON" % (method, path), status=status)
+        if data is not None and not isinstance(data, dict):
+            # every operation kiln uses answers an object (Nebraska openapi-spec.yaml)
+            self.module.fail_json(msg="Nebraska %s %s returned a JSON %s instead of an object: is url a Nebraska server?"
+                                  % (method, path, type(data).__name__), status=status, url=url)
+        return data
 
     def app_path(self, *parts):
         return "/api/apps/%s/%s" % (quote(self.app, safe=""), "/".join(quote(str(p), safe="") for p in parts))
 
-    def packages(self, version):
+    def pages(self, what, query=None):
+        """Every entry of a paged list (``{totalCount, <what>: [...]}``), at most MAX_PAGES pages."""
         found = []
-        page = 1
-        while True:
-            data = self.request("GET", self.app_path("packages"), query={"page": page, "perpage": PER_PAGE, "searchVersion": version}) or {}
-            items = data.get("packages") or []
+        for page in range(1, MAX_PAGES + 1):
+            data = self.request("GET", self.app_path(what), query=dict(query or {}, page=page, perpage=PER_PAGE)) or {}
+            items = data.get(what) or []
+            if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+                self.module.fail_json(msg="Nebraska GET %s page %d has %s that is not a list of objects"
+                                      % (self.app_path(what), page, what))
             found.extend(items)
-            if not items or len(found) >= int(data.get("totalCount") or 0):
+            if not items or len(found) >= as_int(data.get("totalCount"), 0):
                 return found
-            page += 1
+        detail = (self.app_path(what), what, MAX_PAGES, len(found), data.get("totalCount"))
+        self.module.fail_json(msg="Nebraska GET %s still had more %s after %d pages (%d entries, totalCount %r): the server's "
+                              "paging is broken or the list is too long for kiln" % detail)
+        return found  # not reached
+
+    def packages(self, version):
+        return self.pages("packages", {"searchVersion": version})
 
     def channels(self):
-        found = []
-        page = 1
-        while True:
-            data = self.request("GET", self.app_path("channels"), query={"page": page, "perpage": PER_PAGE}) or {}
-            items = data.get("channels") or []
-            found.extend(items)
-            if not items or len(found) >= int(data.get("totalCount") or 0):
-                return found
-            page += 1
+        return self.pages("channels")
 
 
 def wanted_package(module):
@@ -288,51 +343,66 @@ def wanted_package(module):
     payload = None
     extra = []
     if p["payload_path"]:
-        payload = file_identity(p["payload_path"])
+        payload = file_identity(module, p["payload_path"])
     elif p["payload"]:
         payload = dict(p["payload"])
+        payload["size"] = size_of(module, payload["size"], "payload size")
     elif p["record_path"]:
         location = locate(p["record_path"])
         with Stage(module, None, location, writes=False) as reader:
             stage = reader.require("payload", "sign the update payload first (kiln.flatcar.update_payload)")
         root = location.build_root
         d = stage.get("details") or {}
-        listed = [pl for pl in d.get("payloads") or [] if isinstance(pl, dict)]
+        d = d if isinstance(d, dict) else {}
+        where = "stage payload in %s" % p["record_path"]
+        payloads = d.get("payloads") if isinstance(d.get("payloads"), list) else []
+        listed = [pl for pl in payloads if isinstance(pl, dict)]
         if listed:
             # kiln.flatcar.update_payload: details.payloads[] = {name, size, sha1_base64, sha256_base64, sha256_hex}
             main = [pl for pl in listed if pl.get("name") == p["filename"]]
             if not main:
-                module.fail_json(msg="stage payload in %s has no payload named %s" % (p["record_path"], p["filename"]))
-            payload = {"size": int(main[0]["size"]), "sha1_b64": main[0]["sha1_base64"], "sha256_b64": main[0]["sha256_base64"]}
+                module.fail_json(msg="%s has no payload named %s" % (where, p["filename"]))
+            payload = {"size": size_of(module, main[0].get("size"), "%s: size of %s" % (where, p["filename"])),
+                       "sha1_b64": main[0].get("sha1_base64"), "sha256_b64": main[0].get("sha256_base64")}
             for pl in listed:
-                if pl.get("name") != p["filename"] and re.match(r"^(oem|flatcar)-.+\.gz$", pl.get("name") or ""):
-                    extra.append({"name": pl["name"], "size": int(pl["size"]), "sha1_b64": pl["sha1_base64"],
-                                  "sha256_hex": pl["sha256_hex"]})
+                name = pl.get("name") if isinstance(pl.get("name"), str) else ""
+                if name != p["filename"] and re.match(r"^(oem|flatcar)-[A-Za-z0-9._+-]+\.gz\Z", name):
+                    digest = pl.get("sha256_hex")
+                    if not isinstance(digest, str) or not re.match(r"^[0-9a-f]{64}\Z", digest):
+                        module.fail_json(msg="%s: %s has no valid sha256_hex" % (where, name))
+                    extra.append({"name": name, "size": size_of(module, pl.get("size"), "%s: size of %s" % (where, name)),
+                                  "sha1_b64": pl.get("sha1_base64"), "sha256_hex": digest})
         else:
             missing = [k for k in ("size", "sha1_b64", "sha256_b64") if k not in d]
             if missing:
-                module.fail_json(msg="stage payload in %s lacks details.payloads (or %s)" % (p["record_path"], ", ".join(missing)))
-            payload = {"size": int(d["size"]), "sha1_b64": d["sha1_b64"], "sha256_b64": d["sha256_b64"]}
-            for out in stage.get("outputs", []):
-                if out.get("role") == "extension_payload":
-                    extra.append(file_identity(os.path.join(root, out["path"])))
+                module.fail_json(msg="%s lacks details.payloads (or %s)" % (where, ", ".join(missing)))
+            payload = {"size": size_of(module, d["size"], "%s: size" % where), "sha1_b64": d["sha1_b64"], "sha256_b64": d["sha256_b64"]}
+            outputs = stage.get("outputs") if isinstance(stage.get("outputs"), list) else []
+            for out in outputs:
+                if isinstance(out, dict) and out.get("role") == "extension_payload":
+                    try:  # a path from the record: inside the build root or refused
+                        path = confine(root, out.get("path"), "extension payload path")
+                    except UnsafePath as exc:
+                        module.fail_json(msg="%s: %s" % (where, exc))
+                    extra.append(file_identity(module, path, "extension payload"))
     else:
         module.fail_json(msg="give payload_path, payload or record_path for the payload's size and hashes")
     for item in p["extra_files"]:
         if item.get("path"):
-            extra.append(file_identity(item["path"]))
+            extra.append(file_identity(module, item["path"], "extra_files path"))
         else:
             missing = [k for k in ("name", "size", "sha1_b64", "sha256_hex") if item.get(k) in (None, "")]
             if missing:
                 module.fail_json(msg="extra_files entry %r needs path, or %s" % (item.get("name"), ", ".join(missing)))
-            extra.append(dict(item))
+            _validate.check(module, _validate.file_name, item["name"], "extra_files name")
+            item = dict(item, size=size_of(module, item["size"], "extra_files %s size" % item["name"]))
+            if not re.match(r"^[0-9a-f]{64}\Z", item["sha256_hex"]):
+                module.fail_json(msg="extra_files %s sha256_hex is not 64 lowercase hex digits" % item["name"])
+            extra.append(item)
     for key in ("sha1_b64", "sha256_b64"):
-        try:
-            raw = base64.b64decode(payload[key], validate=True)
-        except (ValueError, TypeError):
-            module.fail_json(msg="payload %s is not base64" % key)
-        if len(raw) != (20 if key == "sha1_b64" else 32):
-            module.fail_json(msg="payload %s has the wrong length for its hash" % key)
+        check_b64(module, payload.get(key), 20 if key == "sha1_b64" else 32, "payload %s" % key)
+    for item in extra:
+        check_b64(module, item.get("sha1_b64"), 20, "extra file %s sha1_b64" % item.get("name"))
     url = p["package_url"]
     if not url.endswith("/"):
         url += "/"
@@ -374,7 +444,7 @@ def differences(existing, body):
 def channel(module, neb, pkg, arch):
     """Point the channel at the package (creating it when asked; never back to an older version unless allowed)."""
     p = module.params
-    chans = [c for c in neb.channels() if c.get("name") == p["channel"] and int(c.get("arch", -1)) == arch]
+    chans = [c for c in neb.channels() if c.get("name") == p["channel"] and as_int(c.get("arch")) == arch]
     info = {"name": p["channel"], "id": None, "before": None, "changed": False, "reason": None}
     if not chans:
         if not p["create_channel"]:
@@ -385,7 +455,7 @@ def channel(module, neb, pkg, arch):
             chan = neb.request("POST", neb.app_path("channels"), body={
                 "application_id": p["app_id"], "arch": arch, "color": p["channel_color"], "name": p["channel"],
                 "package_id": pkg.get("id")})
-            info["id"] = chan.get("id")
+            info["id"] = (chan or {}).get("id")
     else:
         chan = chans[0]
         info["id"] = chan.get("id")
@@ -395,7 +465,7 @@ def channel(module, neb, pkg, arch):
         else:
             move = True
             if info["before"]:
-                old = (chan.get("package") or {}).get("version")
+                old = chan.get("package").get("version") if isinstance(chan.get("package"), dict) else None
                 if not old:
                     old = (neb.request("GET", neb.app_path("packages", info["before"])) or {}).get("version")
                 try:
@@ -406,6 +476,8 @@ def channel(module, neb, pkg, arch):
                     move = False
                     info["reason"] = "channel is on newer %s; not moved back (allow_downgrade)" % old
                     module.warn("channel %s stays on %s: %s is older" % (p["channel"], old, p["version"]))
+            if move and not chan.get("id"):
+                module.fail_json(msg="Nebraska listed channel %r without an id" % p["channel"])
             if move:
                 info.update(changed=True, reason="promoted")
                 if not module.check_mode:
@@ -415,14 +487,51 @@ def channel(module, neb, pkg, arch):
     return info
 
 
+def validate(module):
+    """Every option before the first request (one line on failure); ``version`` becomes the canonical FLATCAR_VERSION."""
+    p = module.params
+    v = _validate
+    v.check(module, v.url, p["url"], "url")
+    v.check(module, v.url, p["package_url"], "package_url")
+    p["version"] = v.check(module, v.version, p["version"], "version", canonical=True).version
+    v.check(module, v.identifier, p["app_id"], "app_id")
+    v.check(module, v.file_name, p["filename"], "filename")
+    if p["channel"] is not None:
+        v.check(module, v.group, p["channel"], "channel")
+    token = p["token"]
+    if token is not None and (not token.strip() or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in token)):
+        module.fail_json(msg="token is empty or contains whitespace or control characters (it goes into an HTTP header)")
+    for what in ("description", "channel_color"):
+        if p[what] is not None and any(ord(c) < 32 and c not in "\t" for c in p[what]):
+            module.fail_json(msg="%s contains control characters" % what)
+    if not 1 <= p["timeout"] <= 3600:
+        module.fail_json(msg="timeout %d is not between 1 and 3600 seconds" % p["timeout"])
+
+
+def new_module(**kwargs):
+    """The AnsibleModule; a ``payload`` that is not a dict (an int, a list) fails in one line.
+
+    ansible-core validates the suboptions of a dict option even when the value could not be made a dict, and raises
+    TypeError there (module_utils/common/parameters.py set_fallbacks: ``param not in parameters``)."""
+    try:
+        return AnsibleModule(**kwargs)
+    except TypeError as exc:
+        spec = dict(kwargs["argument_spec"], payload=dict(type="raw"))
+        module = AnsibleModule(**dict(kwargs, argument_spec=spec))
+        if module.params["payload"] is not None and not isinstance(module.params["payload"], dict):
+            module.fail_json(msg="payload must be a dict with size, sha1_b64 and sha256_b64, not %s" % type(module.params["payload"]).__name__)
+        module.fail_json(msg="invalid arguments: %s" % " ".join(str(exc).split()))
+    return None  # not reached
+
+
 def main():
-    module = AnsibleModule(
+    module = new_module(
         argument_spec=dict(
             url=dict(type="str", required=True),
             token=dict(type="str", no_log=True),
             app_id=dict(type="str", default="e96281a6-d1af-4bde-9a0a-97b76e56dc57"),
             version=dict(type="str", required=True),
-            arch=dict(type="str", choices=["amd64", "arm64"], required=True),
+            arch=dict(type="str", choices=sorted(set(BOARDS.values())), required=True),
             package_url=dict(type="str", required=True),
             filename=dict(type="str", default="flatcar_production_update.gz"),
             payload_path=dict(type="path"),
@@ -445,13 +554,12 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    if not re.match(r"^https?://", p["url"]):
-        module.fail_json(msg="url %r is not an http(s) URL" % p["url"])
+    validate(module)
     neb = Nebraska(module)
     body = wanted_package(module)
     arch = body["arch"]
     result = {"changed": False, "created": False}
-    existing = [pkg for pkg in neb.packages(p["version"]) if pkg.get("version") == p["version"] and int(pkg.get("arch", -1)) == arch]
+    existing = [pkg for pkg in neb.packages(p["version"]) if pkg.get("version") == p["version"] and as_int(pkg.get("arch")) == arch]
     if existing:
         pkg = existing[0]
         diffs = differences(pkg, body)
@@ -464,6 +572,8 @@ def main():
         result.update(changed=True, created=True)
     else:
         pkg = neb.request("POST", neb.app_path("packages"), body=body)
+        if not pkg or not pkg.get("id"):
+            module.fail_json(msg="Nebraska POST %s answered without the new package's id" % neb.app_path("packages"))
         result.update(changed=True, created=True)
     result["package"] = pkg
     result["package_id"] = pkg.get("id")

@@ -150,7 +150,7 @@ version:
 
 import re
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import COMMON_ARGS, SdkStage, container_id
 from ansible_collections.kiln.flatcar.plugins.module_utils._sdkargv import build_packages_argv, build_packages_flags

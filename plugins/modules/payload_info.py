@@ -28,7 +28,7 @@ attributes:
     support: full
 options:
   path:
-    description: The payload.
+    description: The payload, a regular file (a FIFO, device or directory is refused at once).
     type: path
     required: true
   public_keys:
@@ -125,17 +125,18 @@ problems:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
-from ansible_collections.kiln.flatcar.plugins.module_utils._crau import PayloadError, inspect, load_rsa_public_key
+from ansible_collections.kiln.flatcar.plugins.module_utils._crau import PayloadError, inspect, load_rsa_public_key, open_regular
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import guarded
 
 
 def load_keys(module, paths, contents):
     keys = []
     for path in paths:
         try:
-            with open(path, "r", encoding="ascii", errors="replace") as fh:
-                keys.append((path, load_rsa_public_key(fh.read())))
+            with open_regular(path) as fh:  # never a FIFO or device: they would block or never end
+                keys.append((path, load_rsa_public_key(fh.read(1024 * 1024).decode("ascii", "replace"))))
         except (OSError, PayloadError) as exc:
             module.fail_json(msg="public key %s: %s" % (path, exc))
     for i, text in enumerate(contents):
@@ -157,6 +158,10 @@ def main():
         ),
         supports_check_mode=True,
     )
+    guarded(module, lambda: run(module))
+
+
+def run(module):
     p = module.params
     keys = load_keys(module, p["public_keys"], p["public_key_contents"])
     try:

@@ -19,6 +19,8 @@ description:
   - Publishing is atomic. Files go to a hidden staging name (C(.kiln-staging-<version>)), are verified (size and
     sha256) against the build record on the mirror itself, and only then appear under the version path with one
     C(rename). C(current) moves last, only after a post-publish verify, and only forward unless O(allow_downgrade=true).
+    A failed or interrupted publish removes its staging directory when it is empty (what was already sent stays for the
+    resume); empty ones of other versions go with the next publish once they are an hour old.
   - Backend C(dir) reaches the mirror host over SSH. C(rsync) runs B(on the source host) straight to the mirror host;
     nothing goes through the Ansible controller. The mirror host needs C(python3) and C(rsync).
     Backend C(local) publishes to a directory on the same host. Backend C(s3) uploads with boto3 to any
@@ -396,7 +398,7 @@ import os
 import shutil
 import tempfile
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
 from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import (
@@ -435,7 +437,6 @@ class Publisher:
         self.stage_name = "publish:" + self.p["target_name"]
         self.backend = None
         self.prepared = False
-        self.transferring = False
         self.gate = {}
         self.release = None
         self.runner = None
@@ -470,10 +471,19 @@ class Publisher:
 
     def _on_failure(self, _msg, _payload):
         """Before a runner failure (the stage, when it holds the record, records it itself)."""
-        if self.prepared and self.backend is not None and not (self.transferring and self.backend.transfer_is_remote):
-            # No empty staging left behind. Not while a remote receiver may still be saving partial files for the resume:
-            # those leftovers go with the sweep of a later publish (_mirror.STALE_SECONDS).
-            self.backend.discard_empty()
+        self.discard_leftovers()
+
+    def discard_leftovers(self):
+        """No empty staging directory left behind, on any way out (failure, exception, signal; both backends).
+
+        Only empty directories go (rmdir): what a transfer already sent stays for the resume. A remote receiver that is
+        still saving a partial file keeps its staging directory non-empty, so it is never pulled from under it."""
+        if self.prepared and self.backend is not None:
+            self.prepared = False  # once
+            try:
+                self.backend.discard_empty()
+            except Exception:  # pylint: disable=broad-except
+                pass  # cleanup must never hide the failure that got us here
 
     # -- the run ----------------------------------------------------------------------------------
     def run(self, cleanup):
@@ -486,6 +496,7 @@ class Publisher:
         self.layout = backend_cls.make_layout(p, rel.board, rel.version, files)
         self.backend = backend_cls(self.layout, p, self.runner, self.tmp)
         cleanup.add(self.backend.close)
+        cleanup.add(self.discard_leftovers)  # runs before close (newest first): an ssh-agent is still there
         self.backend.open()
         result = {"board": rel.board, "version": rel.version, "backend": p["backend"], "record_path": self.record_path,
                   "log_path": self.log_path, "stage": self.stage_name, "release_path": self.layout.release_final,
@@ -566,9 +577,7 @@ class Publisher:
         if not self.check:
             if pending:
                 self.begin_record()
-                self.transferring = True
                 backend.transfer(pending)
-                self.transferring = False
                 backend.commit(pending)
                 status.update(((f.area, f.name), "uploaded") for f in pending)
             ver = backend.verify()
@@ -586,6 +595,7 @@ class Publisher:
                       verify={"checked": checked, "problems": []})
         if self.module._diff:
             result["diff"] = self.diff(status, before, after)
+        self.prepared = False  # committed: staging is gone, nothing to discard
         if not self.check:
             if result["changed"] or self.gate.get("overridden"):
                 self.finish_record(result)
@@ -703,6 +713,9 @@ def main():
         supports_check_mode=True,
     )
     _validate.check(module, _validate.identifier, module.params["target_name"], "target_name")
+    for name in ("public_url", "update_public_url"):
+        if module.params[name] is not None:
+            _validate.check(module, _validate.url, module.params[name], name)
     with ExitCleanup() as cleanup:  # temp dir, ssh-agent: gone on every exit path, SIGTERM included
         pub = Publisher(module, cleanup)
         with pub.stage:  # the record, opened once: any failure or exception in here is one line and unlocks it

@@ -39,7 +39,7 @@ attributes:
 options:
   scripts_dir:
     description:
-      - Directory of the scripts checkout on the builder (the O(kiln.flatcar.packages#module:scripts_dir) of every SDK stage).
+      - Directory of the scripts checkout on the builder, an absolute path (the O(kiln.flatcar.packages#module:scripts_dir) of every SDK stage).
       - The alias O(dest) is deprecated and will be removed in 2.0.0.
     type: path
     required: true
@@ -101,6 +101,9 @@ options:
         build record and returns RV(record_path).
 notes:
   - Local changes in O(scripts_dir) other than version.txt are refused, never discarded, unless O(force=true).
+  - The log of a first clone is written in a private temporary directory and moved to
+    C(<scripts_dir>/__build__/images/kiln/logs/checkout.log) once the clone succeeded. When the clone fails it is removed
+    (nothing is left beside O(scripts_dir)); the failure result carries git's output as C(log_tail) instead of a C(log_path).
 """
 
 EXAMPLES = r"""
@@ -191,13 +194,17 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
+import stat
+import tempfile
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
 from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import board_args, deprecated
 from ansible_collections.kiln.flatcar.plugins.module_utils._record import BuildRecord, RecordError, digest, record_path
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
+from ansible_collections.kiln.flatcar.plugins.module_utils._safety import ExitCleanup
 from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import CHECKOUT_STATE
 from ansible_collections.kiln.flatcar.plugins.module_utils._version import (
     VERSIONFILE,
@@ -221,14 +228,16 @@ RECORD_VERSION_KEYS = ("FLATCAR_VERSION", "FLATCAR_VERSION_ID", "FLATCAR_BUILD_I
 
 
 class Checkout:
-    def __init__(self, module):
+    def __init__(self, module, cleanup):
         self.module = module
+        self.cleanup = cleanup
         p = module.params
         self.dest = os.path.abspath(p["scripts_dir"])
         self.build_root = os.path.join(self.dest, "__build__", "images")
         self.state_path = os.path.join(self.build_root, "kiln", CHECKOUT_STATE)
-        log_dir = os.path.join(self.build_root, "kiln", "logs") if os.path.isdir(self.dest) else "/tmp"
-        self.runner = Runner(module, log_path=os.devnull if module.check_mode else os.path.join(log_dir, "checkout.log"), env=GIT_ENV,
+        self.final_log = os.path.join(self.build_root, "kiln", "logs", "checkout.log")
+        # No log (and no logs/ directory) until the module changes something: run() points the runner at the log then.
+        self.runner = Runner(module, log_path=os.devnull, env=GIT_ENV,
                              env_allow=("GIT_SSH_COMMAND", "GIT_SSL_CAINFO"), fail_extra={"stage": "checkout"})
         self.git = module.get_bin_path("git", required=True)
 
@@ -244,6 +253,8 @@ class Checkout:
         for path in self.module.params["patches"]:
             path = os.path.abspath(path)
             try:
+                if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would hang the read, a directory fail it
+                    self.module.fail_json(msg="patch %s is not a regular file" % path)
                 with open(path, "rb") as fh:
                     data = fh.read()
             except OSError as exc:
@@ -306,6 +317,9 @@ class Checkout:
             if module._diff:
                 result["diff"] = {"before": before, "after": after}
             return result
+        if exists:
+            self.runner.log_path = self.final_log
+            os.makedirs(os.path.dirname(self.final_log), exist_ok=True)
         base = self.fetch(exists)
         applied = self.apply(patches, base)
         commit = self.q("rev-parse", "HEAD")
@@ -336,9 +350,15 @@ class Checkout:
                 module.fail_json(msg="%s exists and is not a git checkout: remove it or choose another scripts_dir" % self.dest)
             parent = os.path.dirname(self.dest)
             os.makedirs(parent, exist_ok=True)
-            self.runner.log_path = os.path.join(parent, ".kiln-checkout-%s.log" % os.path.basename(self.dest))
+            # The clone log lives in a private directory (never beside scripts_dir) until the clone succeeded;
+            # on failure it goes, and its tail is in the result (docs: notes).
+            logdir = tempfile.mkdtemp(prefix="kiln-checkout-")
+            self.cleanup.add(lambda: shutil.rmtree(logdir, ignore_errors=True))
+            self.runner.log_path = os.path.join(logdir, "checkout.log")
+            self.runner.on_failure = self._clone_failed
             self.runner.run([self.git, "clone", "--no-checkout", "--", p["repo"], self.dest],
                             msg="git clone of %s failed: check the repo URL and network access" % p["repo"])
+            self.runner.on_failure = None
             self._move_log()
         else:
             dirty = self.dirty_files()
@@ -367,14 +387,19 @@ class Checkout:
             applied.append(patch)
         return applied
 
+    def _clone_failed(self, _msg, payload):
+        """A failed clone: the log (private, removed on exit) is not worth a path; its tail is in the result."""
+        payload.pop("log_path", None)
+        payload.setdefault("log_tail", [])
+
     def _move_log(self):
-        final = os.path.join(self.build_root, "kiln", "logs", "checkout.log")
+        final = self.final_log
         os.makedirs(os.path.dirname(final), exist_ok=True)
         try:
-            os.replace(self.runner.log_path, final)
-            self.runner.log_path = final
+            shutil.move(self.runner.log_path, final)
         except OSError:
             pass
+        self.runner.log_path = final
 
     def _versionfile_sha(self):
         try:
@@ -402,8 +427,6 @@ class Checkout:
             requested = FlatcarVersion.parse(text)
             build_id = p["build_id"] or requested.build_id
             if p["official"]:
-                if p["build_id"]:
-                    module.fail_json(msg="official builds have no build id: drop build_id or set official: false")
                 build_id = ""
             elif not build_id:
                 # Pin once: reuse the id of an earlier run of this same checkout instead of a new date.
@@ -454,7 +477,7 @@ class Checkout:
         rpath, record_changed = self.sync_record(state.get("version"))
         out = dict(changed=changed or record_changed, reason=reason, commit=state.get("commit"), base_commit=state.get("base_commit"),
                    version=state.get("version"), versionfile=os.path.join(self.dest, VERSIONFILE), patches=state.get("patches", []),
-                   state_path=self.state_path, log_path=self.runner.log_path)
+                   state_path=self.state_path, log_path=self.final_log if os.path.isfile(self.final_log) else None)
         if rpath:
             out["record_path"] = rpath
         if self.module._diff:
@@ -467,6 +490,18 @@ def validate(module):
     """Every option value, before the checkout is touched (one line on failure)."""
     p = module.params
     v = _validate
+    dest = p["scripts_dir"]
+    if not dest or not dest.strip() or any(ord(c) < 32 for c in dest):
+        module.fail_json(msg="scripts_dir %r is not a directory path (empty, or with NUL, newline or control characters)" % dest)
+    if not os.path.isabs(dest):
+        module.fail_json(msg="scripts_dir %r is not an absolute path: give the full path of the checkout on the builder" % dest)
+    if os.path.lexists(dest) and not os.path.isdir(dest):
+        module.fail_json(msg="scripts_dir %s exists and is not a directory: remove it or choose another scripts_dir" % dest)
+    for patch in p["patches"]:
+        if not patch or any(ord(c) < 32 for c in patch):
+            module.fail_json(msg="patch %r is not a file path (empty, or with NUL, newline or control characters)" % patch)
+    if p["official"] and p["build_id"]:
+        module.fail_json(msg="official builds have no build id: drop build_id or set official: false")
     v.check(module, v.git_repo, p["repo"], "repo")
     if p["upstream_repo"]:
         v.check(module, v.git_repo, p["upstream_repo"], "upstream_repo")
@@ -504,7 +539,12 @@ def main():
     spec.update(board_args())
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     validate(module)
-    module.exit_json(**Checkout(module).run())
+    with ExitCleanup() as cleanup:  # the private clone log directory: gone on every exit path
+        try:
+            result = Checkout(module, cleanup).run()
+        except OSError as exc:  # e.g. a read-only or full scripts_dir
+            module.fail_json(msg="sdk_checkout cannot write %s: %s" % (exc.filename or module.params["scripts_dir"], exc.strerror or exc))
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ import os
 import shutil
 import tempfile
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 from ansible.module_utils.urls import fetch_url
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _validate

@@ -130,7 +130,7 @@ container_name:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import changed_files, role_of, snapshot
 from ansible_collections.kiln.flatcar.plugins.module_utils import _validate

@@ -30,6 +30,8 @@ author:
 extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._attributes.actiongroup
+  - kiln.flatcar._common.board
+  - kiln.flatcar._common.record
 attributes:
   check_mode:
     support: full
@@ -48,13 +50,6 @@ options:
     type: path
   scripts_dir:
     description: Flatcar scripts checkout; with O(board) locates the build record.
-    type: path
-  board:
-    description: Board of the build (with O(scripts_dir)).
-    type: str
-    choices: [amd64-usr, arm64-usr]
-  build_root:
-    description: Build root the record's relative paths refer to. Defaults to four directories above the record.
     type: path
   image:
     description: The /usr image. Defaults to C(<build_dir>/flatcar_production_update.bin), else its C(.bz2).
@@ -182,12 +177,13 @@ import stat
 import tempfile
 import zipfile
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _crau, _digests
+from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import board_args, record_args
 from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import role_of
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import DEFAULT_PATH
-from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateError, Stage, locate
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateError, Stage, guarded, locate
 
 STAGE = "payload"
 TOOLS = ("core_sign_update", "delta_generator")
@@ -316,10 +312,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             build_dir=dict(type="path"),
-            record_path=dict(type="path"),
             scripts_dir=dict(type="path"),
-            board=dict(type="str", choices=["amd64-usr", "arm64-usr"]),
-            build_root=dict(type="path"),
             image=dict(type="path"),
             kernel=dict(type="path"),
             main_payload=dict(type="bool", default=True),
@@ -333,12 +326,17 @@ def main():
             pkcs11_pin=dict(type="str", no_log=True),
             force=dict(type="bool", default=False),
             log_path=dict(type="path"),
+            **dict(board_args(), **record_args())
         ),
         required_together=[("scripts_dir", "board")],
         mutually_exclusive=[("record_path", "scripts_dir")],
         required_if=[("tools", "directory", ("tools_dir",))],
         supports_check_mode=True,
     )
+    guarded(module, lambda: _main(module))
+
+
+def _main(module):
     p = module.params
     try:
         location = locate(p["record_path"], p["scripts_dir"], p["board"], build_root=p["build_root"])

@@ -107,7 +107,7 @@ record_path:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils._artifacts import changed_files, list_files, role_of, snapshot
 from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import CONTAINER_ROOT, COMMON_ARGS, SdkStage

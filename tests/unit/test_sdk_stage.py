@@ -11,13 +11,12 @@ import shutil
 
 import pytest
 
-from ansible.module_utils import basic
-
 from ansible_collections.kiln.flatcar.plugins.module_utils import _record as r
 from ansible_collections.kiln.flatcar.plugins.module_utils import _runner, _sdk
 from ansible_collections.kiln.flatcar.plugins.module_utils import _stage as s
 from ansible_collections.kiln.flatcar.plugins.modules import image, packages, sysext, vm_image
 
+from module_testlib import boom, call_module, lock_is_free
 from standin_sdk import fixture as sdk
 
 BOARD = "amd64-usr"
@@ -49,30 +48,6 @@ def seed(scripts):
     return loc, build_dir
 
 
-def lock_is_free(path):
-    try:
-        r.BuildRecord.open(path, create=False).close()
-        return True
-    except r.RecordLocked:
-        return False
-
-
-def call_module(mod, args, capsys, name):
-    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_module_name="kiln.flatcar." + name)}).encode()
-    basic._ANSIBLE_PROFILE = "legacy"
-    try:
-        with pytest.raises(SystemExit):
-            mod.main()
-    finally:
-        basic._ANSIBLE_ARGS = None
-        basic._ANSIBLE_PROFILE = None
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-
-
-def _boom(*_args, **_kwargs):
-    raise RuntimeError("injected: disk on fire")
-
-
 CASES = {
     "packages": (packages, "packages", {}),
     "image": (image, "image", {}),
@@ -91,9 +66,9 @@ def test_injected_exception_in_each_sdk_stage(origin, capsys, monkeypatch, name,
         monkeypatch.setattr(_sdk, "detect_engine", lambda *a, **k: ("docker", ["/bin/false"]))
         monkeypatch.setattr(_sdk, "image_id", lambda *a, **k: "sha256:" + "0" * 64)
         if where == "body":
-            monkeypatch.setattr(_runner.Runner, "run", _boom)  # the SDK command, after begin
+            monkeypatch.setattr(_runner.Runner, "run", boom)  # the SDK command, after begin
         else:
-            monkeypatch.setattr(_sdk.SdkStage, "base_inputs", _boom)  # inside the record, before begin
+            monkeypatch.setattr(_sdk.SdkStage, "base_inputs", boom)  # inside the record, before begin
         res = call_module(mod, dict(extra, scripts_dir=str(scripts), board=BOARD), capsys, name)
         assert res["failed"] and res["msg"] == "kiln.flatcar.%s: stage %s failed with RuntimeError: injected: disk on fire" % (name, stage)
         assert "\n" not in res["msg"] and "exception" not in res and res["record_path"] == loc.record_path

@@ -11,10 +11,11 @@ import time
 
 import pytest
 
-from ansible.module_utils import basic
-
 from ansible_collections.kiln.flatcar.plugins.module_utils import _record as r
 from ansible_collections.kiln.flatcar.plugins.module_utils import _stage as s
+
+from kiln_testlib import fs_snapshot
+from module_testlib import boom, call_module, lock_is_free
 
 BOARD = "amd64-usr"
 VERSION = "4593.2.5"
@@ -34,20 +35,6 @@ class FakeModule:
         raise SystemExit(1)
 
 
-def snapshot(*roots):
-    """Every entry under ``roots``: (type, size, mtime) by path, plus the roots' own listings."""
-    seen = {}
-    for root in roots:
-        for top, dirs, files in os.walk(root):
-            for name in dirs + files:
-                path = os.path.join(top, name)
-                st = os.lstat(path)
-                seen[path] = (st.st_mode >> 12, st.st_size, st.st_mtime_ns)
-            st = os.lstat(top)
-            seen[top] = (st.st_mode >> 12, st.st_mtime_ns)
-    return seen
-
-
 def make_record(root, stages=("image",)):
     """A record with passed stages, each with one output; returns (location, {stage: output path})."""
     loc = s.locate(build_root=str(root), board=BOARD, version=VERSION)
@@ -61,14 +48,6 @@ def make_record(root, stages=("image",)):
             rec.finish(name, [r.describe_output(str(root), str(out), "other")])
             files[name] = str(out)
     return loc, files
-
-
-def lock_is_free(path):
-    try:
-        r.BuildRecord.open(path, create=False).close()
-        return True
-    except r.RecordLocked:
-        return False
 
 
 # -- locate ----------------------------------------------------------------------------------------
@@ -161,7 +140,7 @@ def test_check_mode_writes_nothing_even_without_a_state_dir(tmp_path, monkeypatc
     (tmp_path / "tmp").mkdir()
     root = tmp_path / "root"
     root.mkdir()
-    before = snapshot(str(tmp_path))
+    before = fs_snapshot([tmp_path])
     loc = s.locate(build_root=str(root), board=BOARD, version=VERSION)
     module = FakeModule(check_mode=True)
     with s.Stage(module, "image", loc, create=True, version_fields={"FLATCAR_VERSION": VERSION}) as stage:
@@ -174,19 +153,19 @@ def test_check_mode_writes_nothing_even_without_a_state_dir(tmp_path, monkeypatc
             stage.begin()
     with s.Stage(FakeModule(check_mode=True), "sign", s.locate()) as stage:  # no record: private log, not created
         assert stage.runner().log_path == os.devnull and "kiln-%d" % os.getuid() in stage.log_path
-    assert snapshot(str(tmp_path)) == before
+    assert fs_snapshot([tmp_path]) == before
 
 
 def test_check_mode_reads_a_locked_record_without_waiting(tmp_path):
     loc, _files = make_record(tmp_path)
     holder = r.BuildRecord.open(loc.record_path, create=False)
     try:
-        before = snapshot(str(tmp_path))
+        before = fs_snapshot([tmp_path])
         with s.Stage(FakeModule(check_mode=True), "sign", loc) as stage:
             assert stage.require("image", "build it")["status"] == "passed"
         with s.Stage(FakeModule(), None, loc, writes=False) as reader:  # a reader never locks
             assert reader.record.read_only and not reader.locked
-        assert snapshot(str(tmp_path)) == before
+        assert fs_snapshot([tmp_path]) == before
     finally:
         holder.close()
 
@@ -276,52 +255,29 @@ def test_exception_without_a_record_is_still_one_line(tmp_path):
 
 # -- inside the real modules: an exception injected into each converted stage ----------------------------
 
-def call_module(mod, args, capsys, name):
-    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_module_name="kiln.flatcar." + name)}).encode()
-    basic._ANSIBLE_PROFILE = "legacy"
-    try:
-        with pytest.raises(SystemExit):
-            mod.main()
-    finally:
-        basic._ANSIBLE_ARGS = None
-        basic._ANSIBLE_PROFILE = None
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-
-
-def _boom(*_args, **_kwargs):
-    raise RuntimeError("injected: disk on fire")
-
-
 @pytest.mark.parametrize("name", ["artifact_sign", "update_payload", "boot_check"])
 def test_injected_exception_in_each_module_stage(tmp_path, capsys, monkeypatch, name):
-    import signal
-
     from ansible_collections.kiln.flatcar.plugins.modules import artifact_sign, boot_check, update_payload
 
     loc, files = make_record(tmp_path)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}  # boot_check sets them
     if name == "artifact_sign":
         mod, stage = artifact_sign, "sign"
         args = {"record_path": loc.record_path, "key_fingerprint": "A" * 40}
-        monkeypatch.setattr(artifact_sign, "select_files", _boom)
+        monkeypatch.setattr(artifact_sign, "select_files", boom)
         monkeypatch.setattr(artifact_sign, "Gpg", lambda *a, **k: type("G", (), {"close": lambda self: None})())
     elif name == "update_payload":
         mod, stage = update_payload, "payload"
         args = {"record_path": loc.record_path, "build_dir": str(tmp_path), "private_keys": ["k"], "public_keys": ["p"]}
-        monkeypatch.setattr(update_payload, "load_public_keys", _boom)
+        monkeypatch.setattr(update_payload, "load_public_keys", boom)
     else:
         if boot_check.q.shutil.which("qemu-system-x86_64") is None:
             pytest.skip("QEMU is not installed")
         mod, stage = boot_check, "boot_check:uefi"
         args = {"record_path": loc.record_path, "board": BOARD, "accel": "tcg", "image": files["image"],
                 "cache_dir": str(tmp_path / "cache")}
-        monkeypatch.setattr(boot_check.Check, "image", _boom)
-    try:
-        res = call_module(mod, args, capsys, name)
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+        monkeypatch.setattr(boot_check.Check, "image", boom)
+    res = call_module(mod, args, capsys, name)  # restores the signal handlers boot_check sets
     assert res["failed"] and res["msg"] == "kiln.flatcar.%s: stage %s failed with RuntimeError: injected: disk on fire" % (name, stage)
     assert "exception" not in res and res["record_path"] == loc.record_path
     entry = json.load(open(loc.record_path))["stages"][stage]
