@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 
 import pytest
 
@@ -30,13 +31,17 @@ def lock_is_free(path):
         return False
 
 
-def call_module(mod, args, capsys, name, check=False):
-    """Run ``mod.main()`` as ``kiln.flatcar.<name>`` with ``args`` (in check mode with ``check``); its result dict.
-    The signal handlers a module installs (boot_check, ExitCleanup) are restored afterwards."""
-    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_module_name="kiln.flatcar." + name,
+def call_module(mod, args, capsys, name=None, check=False):
+    """Run ``mod.main()`` as ``kiln.flatcar.<name>`` (default: the module's own name) with ``args``, in check mode
+    with ``check``; its result dict. The signal handlers a module installs (boot_check, ExitCleanup) are restored
+    afterwards (only the main thread can install them)."""
+    name = name or mod.__name__.rsplit(".", 1)[-1]
+    full = name if "." in name else "kiln.flatcar." + name
+    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_module_name=full,
                                                                   _ansible_check_mode=check)}).encode()
     basic._ANSIBLE_PROFILE = "legacy"
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    main_thread = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)} if main_thread else {}
     try:
         with pytest.raises(SystemExit):
             mod.main()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -19,8 +18,8 @@ import time
 import pytest
 
 from ansible.errors import AnsibleFilterError
-from ansible.module_utils import basic
 
+from module_testlib import call_module
 from ansible_collections.kiln.flatcar.plugins.module_utils import _qemu as q
 from ansible_collections.kiln.flatcar.plugins.module_utils import _stage as s
 
@@ -32,23 +31,7 @@ needs_root = pytest.mark.skipif(not IS_ROOT, reason="mounts a tmpfs (read-only o
 
 def call(mod, args, capsys, name, check_mode=False):
     """Run ``mod.main()`` with ``args`` like Ansible does; the module's JSON result."""
-    extra = {"_ansible_module_name": "kiln.flatcar." + name}
-    if check_mode:
-        extra["_ansible_check_mode"] = True
-    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, **extra)}).encode()
-    basic._ANSIBLE_PROFILE = "legacy"
-    main_thread = threading.current_thread() is threading.main_thread()
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)} if main_thread else {}
-    try:
-        with pytest.raises(SystemExit):
-            mod.main()
-    finally:
-        basic._ANSIBLE_ARGS = None
-        basic._ANSIBLE_PROFILE = None
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-    out = capsys.readouterr().out.strip().splitlines()
-    return json.loads(out[-1])
+    return call_module(mod, args, capsys, name=name, check=check_mode)
 
 
 def one_line_failure(res, *needles):

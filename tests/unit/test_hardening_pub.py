@@ -12,14 +12,13 @@ import hashlib
 import http.server
 import json
 import os
-import signal
 import subprocess
 import threading
 
 import pytest
 
-from ansible.module_utils import basic
 
+from module_testlib import call_module
 from ansible_collections.kiln.flatcar.plugins.module_utils import _runner, _validate
 from ansible_collections.kiln.flatcar.plugins.modules import nebraska_package, publish, sdk_checkout
 
@@ -31,20 +30,7 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMI
 # -- running a module in-process ---------------------------------------------------------------------------------
 def call(module, args, capsys, check=False, name=None):
     """``module.main()`` with ``args``; the JSON result (failure or success)."""
-    name = name or "kiln.flatcar." + module.__name__.rsplit(".", 1)[-1]
-    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_module_name=name,
-                                                                  _ansible_check_mode=check)}).encode()
-    basic._ANSIBLE_PROFILE = "legacy"
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}  # ExitCleanup sets them
-    try:
-        with pytest.raises(SystemExit):
-            module.main()
-    finally:
-        basic._ANSIBLE_ARGS = None
-        basic._ANSIBLE_PROFILE = None
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return call_module(module, args, capsys, name=name, check=check)
 
 
 def one_line_failure(res, *words):

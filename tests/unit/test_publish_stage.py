@@ -8,43 +8,22 @@ and after ``begin``, fails the stage with one line and releases the lock; check 
 from __future__ import annotations
 
 import json
-import signal
 
 import pytest
 
-from ansible.module_utils import basic
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _pub_backends
 from ansible_collections.kiln.flatcar.plugins.module_utils import _record as r
 from ansible_collections.kiln.flatcar.plugins.modules import publish
 
+from module_testlib import call_module, lock_is_free
 from test_publish_parts import write_build
 
 STAGE = "publish:mirror"
 
 
-def lock_is_free(path):
-    try:
-        r.BuildRecord.open(path, create=False).close()
-        return True
-    except r.RecordLocked:
-        return False
-
-
 def call_publish(args, capsys, check=False):
-    basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_module_name="kiln.flatcar.publish",
-                                                                  _ansible_check_mode=check)}).encode()
-    basic._ANSIBLE_PROFILE = "legacy"
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}  # ExitCleanup sets them
-    try:
-        with pytest.raises(SystemExit):
-            publish.main()
-    finally:
-        basic._ANSIBLE_ARGS = None
-        basic._ANSIBLE_PROFILE = None
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return call_module(publish, args, capsys, name="publish", check=check)
 
 
 def _boom(*_args, **_kwargs):
