@@ -106,7 +106,7 @@ def test_publish_exit_codes_json_lines_report_and_no_secret_on_disk(tmp_path, gp
     assert rep_json["exit_code"] == 0 and rep_json["playbook"] == "kiln.flatcar.publish"
     # bad input: exit 1 with the playbook's one-line message
     res = kiln(tmp_path, "publish", "-i", str(inv), "--output", "lines", "-e", "kiln_publish_base=" + base)
-    assert res.returncode == 1 and "FAILED localhost" in res.stdout and "set kiln_version" in res.stdout, res.stdout
+    assert res.returncode == 1 and "FAILED localhost" in res.stdout and "set kiln_flatcar_version" in res.stdout, res.stdout
     # the progress block in a terminal, with the estimate from the last successful publish
     out = _in_pty(tmp_path, [KILN, "publish", "-i", str(inv), *extra, "-e", "kiln_publish_gate_override=true",
                              "-e", "kiln_publish_gate_override_reason=cli-test"])

@@ -519,7 +519,7 @@ def test_publish_playbook_all_boards_and_gate(tmp_path, gpg, mirror):
     amd = make_build(root, v, gpg, board="amd64-usr")
     arm = make_build(root, v, gpg, board="arm64-usr")
     base = os.path.join(mirror["www"], "pb")
-    extra = {"kiln_version": v, "kiln_build_root": amd["build_root"], "kiln_publish_backend": "local",
+    extra = {"kiln_flatcar_version": v, "kiln_build_root": amd["build_root"], "kiln_publish_backend": "local",
              "kiln_publish_base": base, "kiln_publish_public_url": mirror["url"] + "/pb",
              "kiln_publish_signing_key": gpg.pubkey}
     run = run_playbook(os.path.join(REPO, "playbooks", "publish.yml"), extra_vars=extra)
@@ -530,10 +530,10 @@ def test_publish_playbook_all_boards_and_gate(tmp_path, gpg, mirror):
     # gate: a board without a boot check stops the play; the override is explicit and logged
     v2 = "4620.1.0+pb-1"
     make_build(root, v2, gpg, board="amd64-usr", boot=False)
-    run = run_playbook(os.path.join(REPO, "playbooks", "publish.yml"), extra_vars=dict(extra, kiln_version=v2))
+    run = run_playbook(os.path.join(REPO, "playbooks", "publish.yml"), extra_vars=dict(extra, kiln_flatcar_version=v2))
     assert run.rc != 0 and "publish gate refused" in run.stdout, run.stdout[-3000:]
     run = run_playbook(os.path.join(REPO, "playbooks", "publish.yml"), extra_vars=dict(
-        extra, kiln_version=v2, kiln_publish_gate_override=True, kiln_publish_gate_override_reason="test override"))
+        extra, kiln_flatcar_version=v2, kiln_publish_gate_override=True, kiln_publish_gate_override_reason="test override"))
     assert run.rc == 0, run.stdout[-3000:]
     assert "GATE OVERRIDE" in run.stdout
 
