@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 
+from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import image_id
+
 try:
     import docker as docker_sdk
     from docker import errors as docker_errors
@@ -79,8 +81,7 @@ class EngineImages:
     def image_id(self, ref):
         """The image's ID (``sha256:...``), or None when the engine does not have it."""
         if self.client is None:
-            rc, out, _err = self.runner.capture(self.engine_argv + ["image", "inspect", "--format", "{{.Id}}", ref])
-            return out.strip() if rc == 0 and out.strip() else None
+            return image_id(self.runner, self.engine_argv, ref)
         try:
             return self.client.inspect_image(ref).get("Id") or None
         except docker_errors.NotFound:
