@@ -21,6 +21,8 @@ PKGS=(
   pbzip2 lbzip2 pigz zstd xz-utils bzip2 gnupg openssl git python-is-python3 procps
   # ansible-test sanity runs shellcheck on the shell scripts (skipped with a warning without it)
   shellcheck
+  # kiln report: the HTML report is checked in a real headless browser (tests/integration/test_report_browser.py)
+  chromium fonts-dejavu-core
 )
 export DEBIAN_FRONTEND=noninteractive
 

@@ -54,9 +54,15 @@ def parser():
     s = sub.add_parser("status", help="the newest build records on the fleet, per host, board and stage (read-only)")
     s.add_argument("-i", "--inventory", default=os.environ.get("KILN_INVENTORY", "inventory"))
     s.add_argument("--json", action="store_true")
-    s = sub.add_parser("report", help="the record of a run: kiln report RUN_ID|latest|DIR")
-    s.add_argument("run", nargs="?", default="latest")
-    s.add_argument("--format", choices=["md", "json"], default="md")
+    s = sub.add_parser("report", help="the report of a run (HTML, Markdown or JSON): kiln report RUN_ID|latest|DIR",
+                       description="Per architecture: a timeline of the stages, cache hits, what was rebuilt and why, the gate "
+                                   "verdict, artifacts with digests and signatures, links to the logs, and the diff against the "
+                                   "previous run of the same command (packages and versions, else artifact digests).")
+    s.add_argument("run", nargs="?", default="latest", help="a run id (ls the runs directory), latest (default), or a run directory")
+    s.add_argument("--format", choices=["html", "md", "json"], default="md",
+                   help="html: one self-contained file (default <run dir>/report.html); md and json go to standard output")
+    s.add_argument("--output", "-o", help="write the report to this file (links in it are relative to its directory)")
+    s.add_argument("--previous", help="the run to diff against (default: the previous run of the same command)")
     s.add_argument("--runs-dir")
     return p
 
@@ -69,7 +75,7 @@ def main(argv=None):
         if rest:
             raise SystemExit("kiln report: unexpected arguments %s" % " ".join(rest))
         from kiln_cli.report import run_report
-        return run_report(args.run, args.format, args.runs_dir)
+        return run_report(args.run, args.format, args.runs_dir, output=args.output, previous=args.previous)
     if not os.path.exists(args.inventory):
         raise SystemExit("kiln %s: inventory %s not found (give -i PATH or set KILN_INVENTORY)" % (args.command, args.inventory))
     if args.command == "status":

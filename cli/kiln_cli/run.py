@@ -71,6 +71,7 @@ class Progress:
         for one in found:
             if isinstance(one, dict) and one.get("stage") and "changed" in one:
                 self.stages.append({"host": host, "task": task, "stage": one["stage"], "changed": bool(one["changed"]),
+                                    "board": one.get("board") or res.get("board"),
                                     "reason": one.get("reason") or ("" if one["changed"] else "current")})
             elif isinstance(one, dict) and one.get("changed") and not one.get("stage"):
                 self.stages.append({"host": host, "task": task, "stage": None, "changed": True, "reason": one.get("reason") or ""})
@@ -157,6 +158,18 @@ def _write(path, data):
     os.replace(tmp, path)
 
 
+def _keep_report(run_dir):
+    """The run's build records into the run directory and <run dir>/report.html; a report problem never fails the run."""
+    try:
+        from kiln_cli import report_model, report_html
+        report_model.save_records(run_dir)
+        text = report_html.render(report_model.build(run_dir), run_dir)
+        with open(os.path.join(run_dir, "report.html"), "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        sys.stderr.write("kiln: no report for %s: %s\n" % (run_dir, " ".join(str(exc).split())))
+
+
 def run_playbook(command, playbook, inventory, ansible_args, output, state_dir=None, out=None):
     """Run ``playbook`` (an FQCN) and return the exit code. ``ansible_args`` go to ansible-playbook as given
     (``-e``, ``--check``, ``--limit``, vault options...); extra vars are never written into the run directory."""
@@ -186,10 +199,13 @@ def run_playbook(command, playbook, inventory, ansible_args, output, state_dir=N
               "rc": result.rc, "status": result.status, "exit_code": code, "failures": progress.failures,
               "hosts": progress.durations(), "summary": summary, "stages": progress.stages}
     _write(os.path.join(run_dir, "run.json"), record)
+    _keep_report(run_dir)
     if code == EXIT_OK:
         history[command] = progress.durations()
         _write(os.path.join(root, "durations.json"), history)
     final = {"event": "end", "run_id": run_id, "run_dir": run_dir, "exit_code": code, "rc": result.rc}
+    if os.path.isfile(os.path.join(run_dir, "report.html")):
+        final["report"] = os.path.join(run_dir, "report.html")
     if command == "plan":
         final["plan"] = progress.stages
         if output != "json":
