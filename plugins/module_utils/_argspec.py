@@ -123,6 +123,11 @@ def record_args():
     return dict(record_path=dict(type="path"), build_root=dict(type="path"))
 
 
+# -- mods: declared changes to the scripts checkout (kiln.flatcar._mods; validated by _mods.validate_mods) ----
+def mods_args():
+    return dict(mods=dict(type="list", elements="dict", default=[]))
+
+
 # -- ssh to another host (kiln.flatcar._ssh) --------------------------------------------------------------
 def ssh_args(user_default=None, host_key_checking=None):
     """The one set of ssh options. Hosts keep their role's name (``dest_host``, ``cache_host``, ``mirror_host``)."""

@@ -111,7 +111,27 @@ RECORD_SCHEMA = json.loads(r'''{
         "attempts": {"type": "integer", "minimum": 1, "maximum": 1000000},
         "log_path": {"type": ["string", "null"], "maxLength": 4096},
         "message": {"type": ["string", "null"]},
-        "details": {"type": "object"}
+        "details": {"$ref": "#/$defs/details"}
+      }
+    },
+    "details": {
+      "type": "object",
+      "$comment": "free-form per stage; the packages stage's rebuild fields are typed (docs/mods.md)",
+      "properties": {
+        "usepkg_exclude": {"type": "array", "maxItems": 100000, "items": {"$ref": "#/$defs/package_text"}},
+        "built_from_source": {"type": "array", "maxItems": 100000, "items": {"$ref": "#/$defs/package_text"}},
+        "binary": {"type": "array", "maxItems": 100000, "items": {"$ref": "#/$defs/package_text"}},
+        "rebuilt": {"type": "array", "maxItems": 100000, "items": {"$ref": "#/$defs/rebuilt_package"}}
+      }
+    },
+    "package_text": {"type": "string", "maxLength": 512, "pattern": "^[A-Za-z0-9_<>=~][A-Za-z0-9+_.:*/<>=~-]*$(?!\\n)"},
+    "rebuilt_package": {
+      "type": "object",
+      "required": ["package", "reason"],
+      "properties": {
+        "package": {"$ref": "#/$defs/package_text"},
+        "atom": {"$ref": "#/$defs/package_text"},
+        "reason": {"enum": ["mod", "excluded", "dependency"]}
       }
     }
   }

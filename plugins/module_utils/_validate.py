@@ -42,6 +42,23 @@ GIT_REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]*\Z")
 REMOTE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+@%:=,-]*\Z")
 # An ssh -o value: Name=value, nothing ssh would read as another option or line.
 SSH_OPTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*[ =]\S.*\Z")
+# Gentoo package names (PMS 3.1.1 category, 3.1.2 package name) and versions (PMS 3.2; -rN is the revision).
+CATEGORY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9+_.-]*\Z")
+PN_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9+_-]*\Z")
+PMS_VERSION = r"[0-9]+(?:\.[0-9]+)*[a-z]?(?:_(?:alpha|beta|pre|rc|p)[0-9]*)*(?:-r[0-9]+)?"
+PMS_VERSION_RE = re.compile(r"^" + PMS_VERSION + r"\Z")
+# <pn>-<version>.ebuild: the package name is what comes before the last '-<version>'
+EBUILD_FILE_RE = re.compile(r"^(?P<pn>[A-Za-z0-9_][A-Za-z0-9+_-]*?)-(?P<version>" + PMS_VERSION + r")\.ebuild\Z")
+# A package dependency specification as profiles' package.use/.accept_keywords/.mask take it (PMS 8.3): optional
+# version operator (then a version, '=' also with a trailing '*'), category/name, optional :slot and ::repository.
+ATOM_RE = re.compile(r"^(?P<op><=|>=|<|>|=|~)?(?P<cat>[A-Za-z0-9_][A-Za-z0-9+_.-]*)/(?P<rest>[A-Za-z0-9_][A-Za-z0-9+_.*-]*)"
+                     r"(?::[A-Za-z0-9_][A-Za-z0-9+_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9+_.-]*)?)?(?:::[A-Za-z0-9_][A-Za-z0-9_-]*)?\Z")
+# A USE flag (PMS 3.1.4), '-' in front to disable it.
+USE_FLAG_RE = re.compile(r"^-?[A-Za-z0-9][A-Za-z0-9+_@-]*\Z")
+# A KEYWORDS entry for package.accept_keywords: arch, ~arch, '*', '~*', '**' or '-' forms (PMS 5.3.5).
+KEYWORD_RE = re.compile(r"^(?:\*\*|~?\*|[-~]?[A-Za-z0-9][A-Za-z0-9_-]*)\Z")
+# A kernel configuration line: CONFIG_<NAME>=y|m|n|"string"|number (decimal or 0x hex), as in a defconfig.
+KCONFIG_RE = re.compile(r'^(?P<name>CONFIG_[A-Za-z0-9_]+)=(?P<value>[ymn]|"[^"\\\x00-\x1f]*"|-?[0-9]+|0x[0-9A-Fa-f]+)\Z')
 
 
 class Invalid(ValueError):
@@ -191,6 +208,81 @@ def git_repo(value, what="repo"):
         raise Invalid("%s %r is not a git repository URL (https://, ssh://, git://, file://, user@host:path) or absolute path"
                       % (what, value))
     return value
+
+
+def package_name(value, what="package"):
+    """``<category>/<name>`` of a Gentoo package (PMS 3.1.1, 3.1.2); no version, slot or operator."""
+    parts = value.split("/") if isinstance(value, str) else []
+    if len(parts) != 2 or not CATEGORY_RE.match(parts[0]) or not PN_RE.match(parts[1]) or _ends_like_version(parts[1]):
+        raise Invalid("%s %r is not a package name: give <category>/<name>, e.g. app-misc/jq (letters, digits, '+', '_', '-')"
+                      % (what, value))
+    return value
+
+
+def _ends_like_version(pn):
+    """PMS 3.1.2: a package name may not end in a hyphen followed by something that is a valid version."""
+    return any(PMS_VERSION_RE.match(pn[i + 1:]) for i, c in enumerate(pn) if c == "-")
+
+
+def ebuild_file(value, what="ebuild"):
+    """``(pn, version)`` of an ebuild file name ``<pn>-<version>[-rN].ebuild`` (PMS 3.1.2, 3.2)."""
+    match = EBUILD_FILE_RE.match(value) if isinstance(value, str) else None
+    if not match or _ends_like_version(match.group("pn")):
+        raise Invalid("%s file name %r is not <name>-<version>[-rN].ebuild (PMS version rules, e.g. hello-1.2.3-r1.ebuild)"
+                      % (what, value))
+    return match.group("pn"), match.group("version")
+
+
+def package_atom(value, what="atom"):
+    """A package dependency specification for profile files: ``[op]<category>/<name>[-<version>][:slot][::repo]``."""
+    match = ATOM_RE.match(value) if isinstance(value, str) else None
+    ok = bool(match)
+    if ok:
+        rest = match.group("rest")
+        if match.group("op"):
+            star = match.group("op") == "=" and rest.endswith("*")
+            m = EBUILD_FILE_RE.match((rest[:-1] if star else rest) + ".ebuild")
+            ok = bool(m) and not _ends_like_version(m.group("pn"))
+        else:
+            ok = "*" not in rest and PN_RE.match(rest) is not None and not _ends_like_version(rest)
+    if not ok:
+        raise Invalid("%s %r is not a package atom: give <category>/<name> or an operator with a version, e.g. app-misc/jq, "
+                      ">=app-misc/jq-1.7, =app-misc/jq-1.7*, optionally :slot and ::repo" % (what, value))
+    return value
+
+
+def atom_package(value, what="atom"):
+    """The ``<category>/<name>`` an atom names (validated with ``package_atom``)."""
+    package_atom(value, what)
+    match = ATOM_RE.match(value)
+    rest = match.group("rest")
+    if match.group("op"):
+        rest = EBUILD_FILE_RE.match(rest.rstrip("*") + ".ebuild").group("pn")
+    return "%s/%s" % (match.group("cat"), rest)
+
+
+def use_flag(value, what="USE flag"):
+    """A USE flag, optionally ``-flag`` (PMS 3.1.4)."""
+    if not isinstance(value, str) or not USE_FLAG_RE.match(value):
+        raise Invalid("%s %r is invalid: letters, digits, '+', '_', '@', '-', starting with a letter or digit ('-' to disable)"
+                      % (what, value))
+    return value
+
+
+def keyword(value, what="keyword"):
+    """A keyword for package.accept_keywords (``amd64``, ``~arm64``, ``**``)."""
+    if not isinstance(value, str) or not KEYWORD_RE.match(value):
+        raise Invalid("%s %r is invalid: give an arch keyword such as amd64 or ~arm64, or '**'" % (what, value))
+    return value
+
+
+def kernel_option(value, what="kernel option"):
+    """``(name, value)`` of ``CONFIG_X=y|m|n|"string"|number``."""
+    match = KCONFIG_RE.match(value) if isinstance(value, str) else None
+    if not match:
+        raise Invalid('%s %r is not CONFIG_<NAME>=y|m|n|"string"|number (no spaces, quotes or backslashes inside strings)'
+                      % (what, value))
+    return match.group("name"), match.group("value")
 
 
 def check(module, validator, value, *args, **kwargs):

@@ -13,6 +13,9 @@ description:
   - Clones (or updates) a C(flatcar/scripts) repository, or a fork of it, on the builder and checks out O(ref).
   - For forks, fetches the tags of O(upstream_repo) so that C(git describe --tags) works (Flatcar#1705).
   - Applies O(patches) with C(git am -3 --committer-date-is-author-date), so the same patches on the same base give the same commit.
+  - Then applies O(mods) (declared image changes, see C(docs/mods.md)) as one more commit with a fixed author, committer
+    and date, so the same mods on the same base give the same commit id; returns the packages that must be rebuilt
+    from source (RV(rebuild_atoms)), which M(kiln.flatcar.packages) keeps out of binary package use.
   - Writes C(sdk_container/.repo/manifests/version.txt) once, with a pinned C(FLATCAR_BUILD_ID) (Flatcar#2041).
     Later stages run the SDK with C(run_sdk_container -U) so the file is never rewritten.
   - Never pushes anything.
@@ -27,6 +30,7 @@ extends_documentation_fragment:
   - kiln.flatcar._attributes.actiongroup
   - kiln.flatcar._common
   - kiln.flatcar._common.board
+  - kiln.flatcar._mods
 attributes:
   check_mode:
     support: full
@@ -63,6 +67,13 @@ options:
     type: list
     elements: path
     default: []
+  rebuild_since:
+    description:
+      - A commit (normally the one a release was built from). RV(rebuild_atoms) is then every package whose ebuild
+        directory, user patches, kernel config or profile lines differ between it and the new commit (patches and mods
+        alike) instead of the packages the mods touch, so a hotfix rebuilds what changed since the release and no more.
+      - Must be present in the checkout (it is fetched with O(ref)).
+    type: str
   version:
     description:
       - The OS version to build, e.g. V(stable-4593.2.5), V(4593.2.5+hotfix-1), V(main-4799.0.0-nightly-20260821-2100).
@@ -129,6 +140,19 @@ EXAMPLES = r"""
     ref: flatcar-4593
     patches:
       - /var/lib/kiln/patches/0001-fix-cve.patch
+
+- name: Declared image changes (mods), committed deterministically
+  kiln.flatcar.sdk_checkout:
+    scripts_dir: /var/lib/kiln/scripts
+    ref: stable-4593.2.5
+    mods:
+      - kind: ebuild
+        src: /var/lib/kiln/mods/app-misc/hello
+        category: app-misc
+        image: true
+      - kind: kernel_config
+        options: ["CONFIG_WIREGUARD=m", "CONFIG_DEBUG_INFO=n"]
+  register: checkout
 """
 
 RETURN = r"""
@@ -175,6 +199,23 @@ patches:
   returned: success
   type: list
   elements: dict
+mods:
+  description: The mods (validated and normalised), each with the C(sha256) of its source; empty without O(mods).
+  returned: success
+  type: list
+  elements: dict
+rebuild_atoms:
+  description:
+    - C(<category>/<name>) of every package the mods touch (ebuild and patch directories, packages named in C(use),
+      C(accept_keywords) and C(mask) entries, the kernel packages for C(kernel_config), C(coreos-base/coreos) when a
+      package is added to the image). Also kept in the checkout state, where M(kiln.flatcar.packages) reads it.
+  returned: success
+  type: list
+  elements: str
+sysext_packages:
+  description: For each sysext name given by an C(ebuild) mod's C(sysext), the packages to pass to M(kiln.flatcar.sysext).
+  returned: success
+  type: dict
 state_path:
   description: Where kiln keeps the checkout state that later stages read.
   returned: success
@@ -201,7 +242,9 @@ import tempfile
 from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
-from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import board_args, deprecated
+from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import board_args, deprecated, mods_args
+from ansible_collections.kiln.flatcar.plugins.module_utils._mods import ModsError, apply_mods, planned_atoms, rebuild_since, \
+    summary, sysext_packages, validate_mods
 from ansible_collections.kiln.flatcar.plugins.module_utils._record import BuildRecord, RecordError, digest, record_path
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
 from ansible_collections.kiln.flatcar.plugins.module_utils._safety import ExitCleanup
@@ -300,9 +343,13 @@ class Checkout:
         patches = self.patches()
         exists = os.path.isdir(os.path.join(self.dest, ".git"))
         state = self.load_state() if exists else {}
-        want_key = digest({"repo": p["repo"], "ref": p["ref"], "upstream": p["upstream_repo"], "patches": [x["sha256"] for x in patches],
-                           "version": p["version"], "sdk_version": p["sdk_version"], "build_id": p["build_id"],
-                           "official": p["official"], "binhost": p["binhost"]})
+        mods = self.module.kiln_mods
+        key = {"repo": p["repo"], "ref": p["ref"], "upstream": p["upstream_repo"], "patches": [x["sha256"] for x in patches],
+               "version": p["version"], "sdk_version": p["sdk_version"], "build_id": p["build_id"],
+               "official": p["official"], "binhost": p["binhost"]}
+        if mods or p["rebuild_since"]:  # (absent without: checkouts made before mods existed stay current)
+            key["mods"] = [m["sha256"] for m in mods] + [p["rebuild_since"]]
+        want_key = digest(key)
         head = self.q("rev-parse", "HEAD") if exists else None
         before = {"commit": head, "version": self.pinned() if exists else None}
         if exists and not p["force"] and state.get("key") == want_key and head == state.get("commit") and self._versionfile_ok(state):
@@ -311,7 +358,8 @@ class Checkout:
             after = {"commit": (self.resolve(p["ref"]) if exists and not patches else None),
                      "version": self.requested_version()}
             result = dict(changed=True, reason="checkout would be created" if not exists else "checkout would be updated",
-                          commit=head, state_path=self.state_path, patches=patches)
+                          commit=head, state_path=self.state_path, patches=patches, mods=summary(mods),
+                          rebuild_atoms=planned_atoms(mods), sysext_packages=sysext_packages(mods))
             if p["board"]:
                 result["record_path"] = record_path(self.build_root, p["board"], after["version"]) if after["version"] else None
             if module._diff:
@@ -322,10 +370,12 @@ class Checkout:
             os.makedirs(os.path.dirname(self.final_log), exist_ok=True)
         base = self.fetch(exists)
         applied = self.apply(patches, base)
+        modded = self.apply_mods(mods)
         commit = self.q("rev-parse", "HEAD")
         version = self.pin_version(base, state)
         state = {"key": want_key, "repo": p["repo"], "ref": p["ref"], "base_commit": base, "commit": commit,
                  "patches": applied, "version": version, "versionfile_sha256": self._versionfile_sha(),
+                 "mods": summary(mods), "rebuild_atoms": modded["rebuild_atoms"], "sysext_packages": modded["sysext_packages"],
                  "updated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
         atomic_write(self.state_path, json.dumps(state, indent=2, sort_keys=True) + "\n")
         return self.result(True, state, "checked out %s" % p["ref"], before)
@@ -386,6 +436,31 @@ class Checkout:
                                  % (os.path.basename(patch["path"]), self.module.params["ref"]), result=res)
             applied.append(patch)
         return applied
+
+    def apply_mods(self, mods):
+        """The mods as one deterministic commit on top of the patches (_mods.apply_mods); git through the runner."""
+        def git(args, env=None):
+            argv = [self.git, "-C", self.dest] + list(args)
+            if args[0] in ("rev-parse", "show", "diff"):
+                rc, out, _err = self.runner.capture(argv, env=env)
+            else:
+                rc, out = self.runner.run(argv, env=env, check=False).rc, ""
+            if rc != 0:
+                raise ModsError("git %s failed (rc %d), see the log" % (" ".join(a for a in args if not a.startswith("-"))[:40], rc))
+            return out
+        try:
+            result = apply_mods(self.dest, mods, git)
+            since = self.module.params["rebuild_since"]
+            if since:
+                commit = self.resolve(since)
+                if not commit:
+                    raise ModsError("rebuild_since %r is not a commit of the checkout" % since)
+                result["rebuild_atoms"] = rebuild_since(commit, git)
+            return result
+        except (ModsError, OSError) as exc:
+            self.g("reset", "--hard", "--quiet", check=False)
+            self.runner.fail("mods cannot be applied to %s: %s" % (self.module.params["ref"], exc))
+        return None  # not reached
 
     def _clone_failed(self, _msg, payload):
         """A failed clone: the log (private, removed on exit) is not worth a path; its tail is in the result."""
@@ -477,6 +552,7 @@ class Checkout:
         rpath, record_changed = self.sync_record(state.get("version"))
         out = dict(changed=changed or record_changed, reason=reason, commit=state.get("commit"), base_commit=state.get("base_commit"),
                    version=state.get("version"), versionfile=os.path.join(self.dest, VERSIONFILE), patches=state.get("patches", []),
+                   mods=state.get("mods", []), rebuild_atoms=state.get("rebuild_atoms", []), sysext_packages=state.get("sysext_packages", {}),
                    state_path=self.state_path, log_path=self.final_log if os.path.isfile(self.final_log) else None)
         if rpath:
             out["record_path"] = rpath
@@ -506,6 +582,8 @@ def validate(module):
     if p["upstream_repo"]:
         v.check(module, v.git_repo, p["upstream_repo"], "upstream_repo")
     v.check(module, v.git_ref, p["ref"], "ref")
+    if p["rebuild_since"]:
+        v.check(module, v.git_ref, p["rebuild_since"], "rebuild_since")
     if p["version"]:
         v.check(module, v.version, p["version"])
     if p["sdk_version"]:
@@ -520,6 +598,10 @@ def validate(module):
             check_binhost_root(p["binhost"])
         except VersionError as exc:
             module.fail_json(msg=str(exc))
+    try:
+        module.kiln_mods = validate_mods(p["mods"])
+    except ModsError as exc:
+        module.fail_json(msg=str(exc))
 
 
 def main():
@@ -529,6 +611,7 @@ def main():
         ref=dict(type="str", required=True),
         upstream_repo=dict(type="str"),
         patches=dict(type="list", elements="path", default=[]),
+        rebuild_since=dict(type="str"),
         version=dict(type="str"),
         sdk_version=dict(type="str"),
         build_id=dict(type="str"),
@@ -537,6 +620,7 @@ def main():
         force=dict(type="bool", default=False),
     )
     spec.update(board_args())
+    spec.update(mods_args())
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     validate(module)
     with ExitCleanup() as cleanup:  # the private clone log directory: gone on every exit path
