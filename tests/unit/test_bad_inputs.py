@@ -106,6 +106,8 @@ MODULES = {
     "host_preflight": ({"path": "{root}", "programs": ["sh"], "binfmt_mount": False},
                        {"programs": "list", "path": "path", "min_free_gb": "int", "min_mem_gb": "int",
                         "binfmt_interpreter": "path", "binfmt_misc_dir": "path"}),
+    "hotfix_plan": ({"release": "4593.2.5", "board": "amd64-usr", "build_root": "{root}/build"},
+                    {"release": "id", "board": "id", "build_root": "path", "known_versions": "list"}),
     "image": (dict(SDK), {"group": "id", "scripts_dir": "path", "board": "id", "base_pkg": "text", "disk_layout": "text",
                           "getbinpkgver": "text", "devcontainer_binhost": "text", "min_free_gb": "int", "container_name": "id",
                           "image_types": "list"}),
@@ -118,7 +120,7 @@ MODULES = {
                          {"url": "url", "version": "id", "package_url": "url", "filename": "id", "payload_path": "path",
                           "channel": "id", "app_id": "id", "timeout": "int", "record_path": "path", "extra_files": "list"}),
     "packages": (dict(SDK), {"packages": "list", "binhost": "list", "getbinpkgver": "text", "min_free_gb": "int",
-                             "scripts_dir": "path", "board": "id", "container_name": "id"}),
+                             "scripts_dir": "path", "board": "id", "container_name": "id", "rebuild_atoms": "list"}),
     "payload_info": ({"path": "{root}/flatcar_production_update.gz"},
                      {"path": "path", "public_keys": "list", "public_key_contents": "list"}),
     "publish": ({"backend": "dir", "base": "{root}/mirror", "record_path": RECORD, "require_boot_check": False,
@@ -126,9 +128,12 @@ MODULES = {
                 {"base": "path", "record_path": "path", "board": "id", "version": "id", "target_name": "id", "stages": "list",
                  "mirror_host": "id", "ssh_user": "id", "rsync_path": "id", "public_url": "url", "signing_key": "path",
                  "update_base": "path"}),
+    "rollback_record": ({"record_path": RECORD, "target": "stable", "to_version": "4593.2.5", "reason": "test"},
+                        {"record_path": "path", "target": "id", "to_version": "id", "reason": "text", "requested_by": "id"}),
     "sdk_checkout": ({"scripts_dir": "{root}/scripts", "ref": "stable-4593.2.5", "repo": "file:///nonexistent/kiln-bad-input.git"},
                      {"scripts_dir": "path", "ref": "id", "repo": "id", "upstream_repo": "id", "version": "id", "build_id": "id",
-                      "binhost": "url", "sdk_version": "id", "board": "id", "patches": "list"}),
+                      "binhost": "url", "sdk_version": "id", "board": "id", "patches": "list", "mods": "list",
+                      "rebuild_since": "id"}),
     "sdk_image": ({"sdk_version": "4593.2.5", "source": "cache", "cache": "http://127.0.0.1:1/sdk", "download_dir": "{root}/dl",
                    "timeout": 2},
                   {"sdk_version": "id", "cache": "url", "download_dir": "path", "timeout": "int", "scripts_dir": "path"}),
@@ -268,7 +273,7 @@ DESTINATIONS = [
     ("binpkg_cache", "staging_dir", "staging"),
 ]
 RECORD_MODULES = ["artifact_sign", "artifact_verify", "artifact_transfer", "boot_check", "publish", "nebraska_package",
-                  "update_payload"]
+                  "update_payload", "rollback_record"]
 BAD_RECORDS = {
     "truncated": _good_record_bytes()[:57],
     "not_json": b"\xff\xfe\x00garbage",
@@ -285,6 +290,25 @@ BAD_RECORDS = {
     "stages_null": _good_record_bytes(stages=None),
     "version_shell": _good_record_bytes(version={"FLATCAR_VERSION": "4593.2.5;id"}),
 }
+
+
+BAD_MOD_VALUES = [
+    ("sdk_checkout", "mods", "kind", [{"kind": "rpm"}]),
+    ("sdk_checkout", "mods", "not_dict", ["CONFIG_X=y"]),
+    ("sdk_checkout", "mods", "src_dotdot", [{"kind": "ebuild", "src": "{root}/../../canary", "category": "app-misc"}]),
+    ("sdk_checkout", "mods", "src_relative", [{"kind": "ebuild", "src": "../canary", "category": "app-misc"}]),
+    ("sdk_checkout", "mods", "category_dotdot", [{"kind": "ebuild", "src": "{root}/scripts", "category": ".."}]),
+    ("sdk_checkout", "mods", "patch_missing", [{"kind": "patch", "src": "{root}/x.patch", "package": "app-misc/jq"}]),
+    ("sdk_checkout", "mods", "patch_package_hostile", [{"kind": "patch", "src": "{root}/a.bin", "package": "a/b;id"}]),
+    ("sdk_checkout", "mods", "kernel_newline", [{"kind": "kernel_config", "options": ["CONFIG_X=y\nCONFIG_Y=y"]}]),
+    ("sdk_checkout", "mods", "kernel_subst", [{"kind": "kernel_config", "options": ['CONFIG_X="$(touch {canary}/pwned)"x']}]),
+    ("sdk_checkout", "mods", "use_subst", [{"kind": "use", "entries": ["net-misc/curl $(touch {canary}/pwned)"]}]),
+    ("sdk_checkout", "mods", "keywords_option", [{"kind": "accept_keywords", "entries": ["--config=x ~amd64"]}]),
+    ("sdk_checkout", "mods", "mask_unknown_key", [{"kind": "mask", "entries": ["app-misc/jq"], "src": "/etc"}]),
+    ("packages", "rebuild_atoms", "semicolon", ["app-misc/jq;touch {canary}/pwned"]),
+    ("packages", "rebuild_atoms", "option", ["--usepkg"]),
+    ("packages", "rebuild_atoms", "space", ["app-misc/jq app-misc/curl"]),
+]
 
 
 def fault_cases():
@@ -311,6 +335,10 @@ def fault_cases():
     for label, extra in (("gdb", ["-gdb", "tcp::1234"]), ("s", ["-s"]), ("qmp_pretty", ["-qmp-pretty", "tcp:127.0.0.1:1,server"]),
                          ("vnc", ["-display", "vnc=:1"]), ("monitor", ["-monitor", "tcp:127.0.0.1:1,server"])):
         cases.append(Case("boot_check", "extra_args=qemu_%s" % label, dict(MODULES["boot_check"][0], extra_args=extra), True))
+    # mods and rebuild atoms (issue 12): every bad one is refused, in check mode too, before anything is touched
+    for module, option, label, value in BAD_MOD_VALUES:
+        for check in (False, True):
+            cases.append(Case(module, "%s=%s" % (option, label), dict(MODULES[module][0], **{option: value}), True, check=check))
     cases.append(Case("payload_info", "path=fifo", {"path": "{root}/p.fifo"}, True, setup=_fifo("p.fifo")))
     cases.append(Case("payload_info", "path=dir", {"path": "{root}/scripts"}, True))
     return cases
