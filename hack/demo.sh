@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# kiln demo: the whole pipeline (build -> boot check -> sign -> publish) on a throwaway local fleet of
-# network namespaces, against the STAND-IN SDK (a test fixture imitating the Flatcar SDK's CLI; the real SDK
-# is a 6 GB container and hours of compiling). Ends with the mirror served on 127.0.0.1 and the run summary.
+# kiln demo: the whole pipeline (build -> boot check -> sign -> update payload -> publish -> keys -> Nebraska)
+# on a throwaway local fleet of network namespaces, against the STAND-IN SDK (a test fixture imitating the
+# Flatcar SDK's CLI; the real SDK is a 6 GB container and hours of compiling), with the spec-checked Nebraska
+# stub (tests/integration/nebraska_stub.py) in the fleet's controller namespace. The run is named after the
+# version (release-<version>). Ends with the mirror (images, flatcar_production_update.gz, public keys) served
+# on 127.0.0.1, the Nebraska packages and the run summary.
 #
 #   sudo hack/demo.sh up      # a few minutes; needs root, docker (started if needed) and the venv
 #   sudo hack/demo.sh down    # removes everything up made: fleet, containers, nginx, files, and the stand-in
@@ -33,5 +36,5 @@ case "${1:-}" in
     down)
         exec "${PY}" hack/demo_fleet.py down "${DIR}" ;;
     *)
-        sed -n '2,10p' "$0"; exit 2 ;;
+        sed -n '2,13p' "$0"; exit 2 ;;
 esac

@@ -2,7 +2,8 @@
 """hack/demo.sh's worker: a throwaway local kiln fleet in network namespaces running the whole pipeline
 against the STAND-IN SDK (a test fixture that imitates the Flatcar SDK's CLI; no real Flatcar is built).
 
-  demo_fleet.py up DIR     fleet + stand-in SDK + playbooks/pipeline.yml + mirror served on 127.0.0.1:PORT
+  demo_fleet.py up DIR     fleet + stand-in SDK + Nebraska stub + playbooks/pipeline.yml (run release-<version>:
+                           images, update payloads, public keys, Nebraska registration) + mirror on 127.0.0.1:PORT
   demo_fleet.py down DIR   remove everything `up` made (recorded in DIR/demo-state.json as it goes): the local
                            nginx, the SDK containers, the fleet (namespaces, sshd), gpg-agent, mounts and loop
                            devices under DIR, the stand-in SDK image and the kiln test cache if the demo created
@@ -74,7 +75,7 @@ http {{
         root {root};
         autoindex on;
         default_type application/octet-stream;
-        types {{ text/plain txt DIGESTS asc sha256; }}
+        types {{ text/plain txt DIGESTS asc sha256 pem; }}
     }}
 }}
 """)
@@ -108,7 +109,16 @@ def up(d):
     (d / "fid").write_text(fleet.fleet_id.replace("/", "-"))      # what populate_fleet names containers after
     fid = tpf.populate_fleet(fleet, d)
     (d / "fid").write_text(fid)
-    print("kiln demo: running playbooks/pipeline.yml on the fleet (build -> test -> sign -> publish)...", flush=True)
+    # Nebraska: the spec-checked stub on 127.0.0.1 of the controller's namespace (where the pipeline's registration
+    # runs); it ends with the fleet's namespaces on down. Package URLs point at the mirror as served below.
+    nebraska = tpf.nebraska_spec().is_file()
+    if nebraska:
+        tpf.start_release_services(fleet, public_url=f"http://127.0.0.1:{PORT}", mirror_http=False)
+    else:
+        print("kiln demo: no Nebraska OpenAPI spec at %s (set KILN_VENDOR_DIR): the demo runs without Nebraska"
+              % tpf.nebraska_spec(), flush=True)
+    print("kiln demo: running playbooks/pipeline.yml on the fleet (build -> test -> sign -> update payload -> publish"
+          " -> keys -> Nebraska) as run release-%s..." % tpf.VERSION, flush=True)
     res = tpf.run_pipeline(fleet, timeout=3600)
     (d / "pipeline.log").write_text(res.stdout + res.stderr)
     if res.returncode != 0:
@@ -118,11 +128,30 @@ def up(d):
     subprocess.run(["nginx", "-c", str(conf), "-p", str(d / "nginx")], check=True)
     print((fleet.workdir / "summary" / "summary.md").read_text())
     print(f"kiln demo: mirror served on http://127.0.0.1:{PORT}/  (e.g. curl http://127.0.0.1:{PORT}/amd64-usr/current/version.txt)")
+    show_release(fleet, nebraska)
     print(f"kiln demo: run summary in {fleet.workdir / 'summary'}/summary.{{md,json}}; pipeline log in {d / 'pipeline.log'}")
     down_cmd = "make -C %s demo-clean" % REPO
     if d != Path("/tmp/kiln-demo"):
         down_cmd += " KILN_DEMO_DIR=%s" % d
     print("kiln demo: remove everything with: %s  (or: %s down)" % (down_cmd, REPO / "hack" / "demo.sh"))
+
+
+def show_release(fleet, nebraska):
+    """What flatcar-update, Nebraska and a user verifying images get from this release."""
+    base = f"http://127.0.0.1:{PORT}"
+    print(f"kiln demo: update payload as flatcar-update fetches it: {base}/update/amd64-usr/{tpf.VERSION}/flatcar_production_update.gz"
+          " (+ .sha256)")
+    print(f"kiln demo: public keys: {base}/keys/update-payload-key.pub.pem (update payloads), {base}/keys/image-signing-key.asc"
+          " (GnuPG, image signatures)")
+    if not nebraska:
+        return
+    for pkg in tpf.nebraska_packages(fleet) or []:
+        print("kiln demo: Nebraska package %s: version %s arch %s size %s sha1 %s url %s%s" % (
+            pkg["id"], pkg["version"], {1: "amd64", 2: "arm64"}.get(pkg["arch"], pkg["arch"]), pkg["size"], pkg["hash"],
+            pkg["url"], pkg["filename"]))
+    print("kiln demo: the Nebraska stub listens on 127.0.0.1:%d inside the controller namespace: sudo ip netns exec %s curl "
+          "-H 'Authorization: Bearer %s' http://127.0.0.1:%d/api/apps/%s/packages" % (
+              tpf.NEBRASKA_PORT, fleet.ctl_ns, tpf.NEBRASKA_TOKEN, tpf.NEBRASKA_PORT, tpf.FLATCAR_APP))
 
 
 def mounts_under(d):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import json
 
 from ansible_collections.kiln.flatcar.plugins.plugin_utils._filter_guard import guard_filters
@@ -23,7 +24,7 @@ STAGES = ("build", "test", "transfer", "sign", "publish")
 RECORD_STAGES = {
     "build": ("packages", "image", "vm_image:", "sysext:"),
     "test": ("boot_check:",),
-    "sign": ("sign",),
+    "sign": ("payload", "sign"),
     "publish": ("publish:",),
 }
 ARTIFACT_ROLES = ("generic_image", "update_image", "kernel")
@@ -113,7 +114,58 @@ def _failed_stage(failure):
     return "build"
 
 
-def kiln_summary_rows(rows, hostvars, signer_records=None, started=None, released=None):
+def _by_board(results):
+    """{board: result} from the results of a loop over boards or over publish results (item.board or item)."""
+    out = {}
+    for res in results or []:
+        if not isinstance(res, dict) or res.get("skipped") or res.get("failed"):
+            continue
+        item = res.get("item")
+        board = item.get("board") if isinstance(item, dict) else item
+        if isinstance(board, str):
+            out[board] = res
+    return out
+
+
+def release_view(record, published=None, nebraska=None):
+    """What a client needs of one released architecture: the update payloads (from the record's payload stage), the
+    payload directory's URL (publish) and the Nebraska package id."""
+    stage = (record.get("stages") or {}).get("payload") or {}
+    details = stage.get("details") if isinstance(stage.get("details"), dict) else {}
+    payloads = [{"name": pl.get("name"), "size": pl.get("size"), "sha256": pl.get("sha256_hex"),
+                 "sha1_base64": pl.get("sha1_base64")}
+                for pl in details.get("payloads") or [] if isinstance(pl, dict)] if stage.get("status") == "passed" else []
+    out = {"payloads": payloads, "payload_key_ids": list(details.get("public_keys") or []) if payloads else []}
+    if published:
+        out["update_path"] = published.get("update_path")
+        out["update_url"] = published.get("update_url")
+    if nebraska:
+        out["nebraska_package_id"] = nebraska.get("package_id")
+        out["nebraska_created"] = bool(nebraska.get("created"))
+    return out
+
+
+def kiln_summary_keys(slurped, keys_dir=None, public_url=None):
+    """The public keys served on the mirror (C(ansible.builtin.slurp) results of a loop over name -> source items):
+    name, sha256 of the served file, path and URL."""
+    out = []
+    for res in slurped or []:
+        if not isinstance(res, dict) or not res.get("content"):
+            continue
+        item = res.get("item") if isinstance(res.get("item"), dict) else {}
+        name = item.get("key") or item.get("name")
+        data = base64.b64decode(res["content"])
+        entry = {"name": name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        if keys_dir:
+            entry["path"] = "%s/%s" % (str(keys_dir).rstrip("/"), name)
+        if public_url:
+            entry["url"] = "%s/keys/%s" % (str(public_url).rstrip("/"), name)
+        out.append(entry)
+    return sorted(out, key=lambda e: str(e["name"]))
+
+
+def kiln_summary_rows(rows, hostvars, signer_records=None, started=None, released=None, published=None, nebraska=None):
+    published_result, nebraska = _by_board(published), _by_board(nebraska)
     signer = {}
     for res in signer_records or []:
         item = res.get("item") if isinstance(res, dict) else None
@@ -152,8 +204,8 @@ def kiln_summary_rows(rows, hostvars, signer_records=None, started=None, release
             stages[lost] = dict(stages.get(lost) or {}, result="host lost (unreachable)")
         if ok:
             stages["sign"] = summarise(signer_view, RECORD_STAGES["sign"]) or {"result": "not run"}
-        published = bool(ok and board in released and (summarise(signer_view, RECORD_STAGES["publish"]) or {}).get("result") == "passed")
-        if published:
+        is_published = bool(ok and board in released and (summarise(signer_view, RECORD_STAGES["publish"]) or {}).get("result") == "passed")
+        if is_published:
             stages["publish"] = summarise(signer_view, RECORD_STAGES["publish"])
         elif ok and board not in released:
             stages["publish"] = {"result": "held back by the gate"}
@@ -169,7 +221,10 @@ def kiln_summary_rows(rows, hostvars, signer_records=None, started=None, release
         image = (decode_record(_get(hostvars, host, "kiln_build_record", {})).get("stages") or {}).get("image") or {}
         row["artifacts"] = [{"path": a.get("path"), "sha256": a.get("sha256"), "size": a.get("size")}
                             for a in image.get("outputs", []) if a.get("role") in ARTIFACT_ROLES]
-        row["result"] = ("published" if published else "passed" if ok
+        if ok:
+            row["release"] = release_view(signer.get(board, {}), published_result.get(board) if is_published else None,
+                                          nebraska.get(board) if is_published else None)
+        row["result"] = ("published" if is_published else "passed" if ok
                          else "host lost" if row.get("lost") else "failed")
         out.append(row)
     return out
@@ -205,6 +260,7 @@ def kiln_summary_markdown(summary):
     for row in summary.get("architectures", []):
         for art in row.get("artifacts", []):
             lines.append("- `%s` sha256 `%s` (%s bytes)" % (art["path"], art["sha256"], art["size"]))
+    lines += _release_markdown(summary)
     for row in summary.get("architectures", []):
         for name, st in row["stages"].items():
             if st.get("message"):
@@ -212,6 +268,26 @@ def kiln_summary_markdown(summary):
     return "\n".join(lines) + "\n"
 
 
+def _release_markdown(summary):
+    """Update payloads, Nebraska packages and the public keys on the mirror (only when there are any)."""
+    lines = []
+    for row in summary.get("architectures", []):
+        rel = row.get("release") or {}
+        for pl in rel.get("payloads", []):
+            where = rel.get("update_url") or rel.get("update_path")
+            lines.append("- %s `%s` sha256 `%s` (%s bytes)%s" % (
+                row.get("board"), pl["name"], pl["sha256"], pl["size"], " at %s" % where if where else ""))
+        if rel.get("payloads") and rel.get("payload_key_ids"):
+            lines.append("- %s payload signed with update key id %s" % (row.get("board"), ", ".join(rel["payload_key_ids"])))
+        if rel.get("nebraska_package_id"):
+            lines.append("- %s Nebraska package `%s` (%s)" % (
+                row.get("board"), rel["nebraska_package_id"], "registered now" if rel.get("nebraska_created") else "already registered"))
+    for key in summary.get("keys") or []:
+        lines.append("- key `%s` sha256 `%s` at %s" % (key.get("name"), key.get("sha256"), key.get("url") or key.get("path")))
+    return ["", "## Release (update payloads, Nebraska, keys)", ""] + lines if lines else []
+
+
 class FilterModule:
     def filters(self):
-        return guard_filters({"kiln_summary_rows": kiln_summary_rows, "kiln_summary_markdown": kiln_summary_markdown})
+        return guard_filters({"kiln_summary_rows": kiln_summary_rows, "kiln_summary_markdown": kiln_summary_markdown,
+                              "kiln_summary_keys": kiln_summary_keys})

@@ -141,10 +141,10 @@ payloads:
       description: The image it carries.
       type: str
     action:
-      description: V(built) or V(unchanged).
+      description: V(built) or V(unchanged); in check mode V(build) or V(unchanged).
       type: str
     size:
-      description: Size in bytes.
+      description: Size in bytes (in check mode only for an V(unchanged) payload, and so are the hashes).
       type: int
     sha1_base64:
       description: Base64 sha1.
@@ -187,6 +187,7 @@ from ansible_collections.kiln.flatcar.plugins.module_utils._stage import LocateE
 
 STAGE = "payload"
 TOOLS = ("core_sign_update", "delta_generator")
+PAYLOAD_FIELDS = ("size", "sha1_base64", "sha256_base64", "sha256_hex", "signature_count")
 
 
 def bz2_sha256(path):
@@ -441,8 +442,7 @@ def _run(module, stage, runner, build_dir):
     result = stage.base_result()
     result["changed"] = bool(to_build) or (stage.record is not None and not current)
     if module.check_mode:
-        result["payloads"] = [{"path": d, "name": n, "source": i, "action": "build" if r else "unchanged", "reason": r}
-                              for n, i, _k, d, r in plan]
+        result["payloads"] = [_planned(n, i, d, r, pubkeys) for n, i, _k, d, r in plan]
         module.exit_json(**result)
     if result["changed"]:
         stage.begin()
@@ -474,6 +474,15 @@ def _run(module, stage, runner, build_dir):
             for pl in result["payloads"]:
                 pl["source"] = stage.location.relative(pl["source"]) or pl["source"]
     module.exit_json(**result)
+
+
+def _planned(name, image, dest, reason, pubkeys):
+    """A check-mode entry; a current payload also gets its size and hashes (read only), as a real run returns them."""
+    entry = {"path": dest, "name": name, "source": image, "action": "build" if reason else "unchanged", "reason": reason}
+    if not reason:
+        info = _crau.inspect(dest, pubkeys)
+        entry.update((k, info[k]) for k in PAYLOAD_FIELDS)
+    return entry
 
 
 def _payload_current(dest, image, kernel, in_hashes, pubkeys):

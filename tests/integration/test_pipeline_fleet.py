@@ -10,6 +10,8 @@ before signing.  Root only; docker (tests/standin_sdk/dockerd.sh) must work.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -26,7 +28,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests.fleet.harness import fleet_fixture, skip_reason  # noqa: E402
-from tests.kiln_testlib import ensure_collection_path  # noqa: E402
+from tests.kiln_testlib import ensure_collection_path, fs_changes, fs_snapshot, run_module, vendor_dir  # noqa: E402
 from tests.standin_sdk import fixture as sdk  # noqa: E402
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
@@ -72,7 +74,8 @@ def make_fleet_vars(fleet, origin, fid):
         "kiln_publish_base": str(hr("mirror") / "mirror"),
         "kiln_mirror_host_key_checking": "no",
         "kiln_summary_dir": str(fleet.workdir / "summary"),
-        "kiln_run_id": "test-run",
+        # the run is named after the release, as an operator would (and as the demo shows it)
+        "kiln_run_id": "release-" + VERSION,
         # roles
         "builder_min_free_gb": 1,
         "builder_min_mem_gb": 1,
@@ -139,8 +142,16 @@ def populate_fleet(fleet, work):
     fpr = [line.split(":")[9] for line in subprocess.run(
         ["gpg", "--batch", "--homedir", str(gh), "--with-colons", "--list-secret-keys"],
         capture_output=True, text=True, check=True).stdout.splitlines() if line.startswith("fpr:")][0]
+    # update payload signing key (throwaway RSA 2048, a PEM pair like Flatcar's update-payload-key)
+    au = fleet.host_root("signer") / "au"
+    au.mkdir(mode=0o700, parents=True)
+    subprocess.run(["openssl", "genrsa", "-out", str(au / "update-payload-key.key.pem"), "2048"], check=True, capture_output=True)
+    subprocess.run(["openssl", "rsa", "-in", str(au / "update-payload-key.key.pem"), "-pubout",
+                    "-out", str(au / "update-payload-key.pub.pem")], check=True, capture_output=True)
     vars_all, per_host = make_fleet_vars(fleet, origin, fid)
     vars_all["signer_key_fingerprint"] = fpr
+    vars_all["kiln_sign_payload_keys"] = {"private": [str(au / "update-payload-key.key.pem")],
+                                          "public": [str(au / "update-payload-key.pub.pem")]}
     (fleet.workdir / "pipeline-vars.json").write_text(json.dumps(vars_all))
     # per-host vars through host_vars next to the inventory
     hv = fleet.workdir / "host_vars"
@@ -148,6 +159,92 @@ def populate_fleet(fleet, work):
     for h, v in per_host.items():
         (hv / ("%s.json" % h)).write_text(json.dumps(v))
     return fid
+
+
+NEBRASKA_PORT = 8123
+NEBRASKA_TOKEN = "kiln-test-token"
+FLATCAR_APP = "e96281a6-d1af-4bde-9a0a-97b76e56dc57"
+MIRROR_HTTP_PORT = 8081
+
+
+def _ns_popen(ns, argv, log):
+    """A long-running process inside a namespace of the fleet (ended by stop_release_services, or with the fleet)."""
+    with open(log, "ab") as fh:
+        return subprocess.Popen(["ip", "netns", "exec", ns, *map(str, argv)], stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def nebraska_spec():
+    return Path(vendor_dir()) / "nebraska" / "openapi-spec.yaml"
+
+
+def start_release_services(fleet, public_url=None, mirror_http=True):
+    """The Nebraska stub (spec-checked, tests/integration/nebraska_stub.py) on 127.0.0.1 of the controller's
+    namespace, where ansible-playbook and so the registration run, and (mirror_http) the mirror's base over HTTP on
+    the mirror's address; their URLs go into pipeline-vars.json (kiln_publish_public_url: public_url, else that HTTP
+    server). Returns the processes (for stop_release_services; they also end with the fleet's namespaces)."""
+    mirror_base = fleet.host_root("mirror") / "mirror"
+    mirror_base.mkdir(parents=True, exist_ok=True)
+    procs = [_ns_popen(fleet.ctl_ns, [sys.executable, REPO / "tests" / "integration" / "nebraska_stub.py", "--host", "127.0.0.1",
+                                      "--port", NEBRASKA_PORT, "--token", NEBRASKA_TOKEN, "--spec", nebraska_spec()],
+                       fleet.workdir / "nebraska.log")]
+    if mirror_http:
+        procs.append(_ns_popen(fleet.host_ns["mirror"], [sys.executable, "-m", "http.server", "--bind", fleet.ip("mirror"),
+                                                         "--directory", mirror_base, MIRROR_HTTP_PORT],
+                               fleet.workdir / "mirror-http.log"))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if nebraska_packages(fleet) is not None and (not mirror_http or http_get(fleet, "/").returncode == 0):
+            break
+        time.sleep(0.3)
+    else:
+        stop_release_services(procs)
+        raise RuntimeError("the Nebraska stub or the mirror's HTTP server did not come up: see %s" % fleet.workdir)
+    path = fleet.workdir / "pipeline-vars.json"
+    pv = json.loads(path.read_text())
+    pv.update(kiln_nebraska_url="http://127.0.0.1:%d" % NEBRASKA_PORT, kiln_nebraska_token=NEBRASKA_TOKEN,
+              kiln_publish_public_url=public_url or mirror_url(fleet))
+    path.write_text(json.dumps(pv))
+    return procs
+
+
+def stop_release_services(procs):
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def mirror_url(fleet):
+    return "http://%s:%d" % (fleet.ip("mirror"), MIRROR_HTTP_PORT)
+
+
+def http_get(fleet, path, out=None):
+    """GET <mirror base URL><path> from the controller's namespace (what a client of the mirror sees)."""
+    argv = ["curl", "-fsS", "--max-time", "20", mirror_url(fleet) + path]
+    if out is not None:
+        argv += ["-o", str(out)]
+    return fleet.run_controller(argv, timeout=60)
+
+
+def package_identity(packages):
+    """What a re-registration would change (the stub makes up flatcar_action.id on every read)."""
+    return sorted((p["id"], p["version"], p["arch"], p["size"], p["hash"], p["url"], p["created_ts"],
+                   p["flatcar_action"]["sha256"]) for p in packages)
+
+
+def nebraska_packages(fleet):
+    """The packages registered with the stub, through its API from the controller's namespace; None if it does not answer."""
+    res = fleet.run_controller(["curl", "-fsS", "--max-time", "10", "-H", "Authorization: Bearer " + NEBRASKA_TOKEN,
+                                "http://127.0.0.1:%d/api/apps/%s/packages?page=1&perpage=50" % (NEBRASKA_PORT, FLATCAR_APP)],
+                               timeout=30)
+    if res.returncode != 0:
+        return None
+    return json.loads(res.stdout)["packages"]
 
 
 def finish_fleet(fleet, gen, fid):
@@ -163,8 +260,12 @@ def finish_fleet(fleet, gen, fid):
 def env(tmp_path_factory):
     work = tmp_path_factory.mktemp("pipefleet")
     fleet, gen, fid = prepare_fleet(work)
-    yield {"fleet": fleet, "fid": fid, "work": work}
-    finish_fleet(fleet, gen, fid)
+    procs = start_release_services(fleet)
+    try:
+        yield {"fleet": fleet, "fid": fid, "work": work}
+    finally:
+        stop_release_services(procs)
+        finish_fleet(fleet, gen, fid)
 
 
 def run_pipeline(fleet, *extra, timeout=1500):
@@ -255,14 +356,76 @@ def test_rerun_builds_only_missing_arch(env):
     assert arch_row(s, "arm64-usr")["result"] == "published"
 
 
+def _b64(digest):
+    return base64.b64encode(digest).decode()
+
+
+def test_release_is_complete(env):
+    """What flatcar-update, Nebraska and a user verifying images need, from the runs above (no extra run):
+    the signed payload where flatcar-update downloads it (<update base>/<board>/<version>/flatcar_production_update.gz
+    and .sha256, flatcar/init bin/flatcar-update), verifying with the public key the mirror serves, the GnuPG key
+    the images are signed with, and one Nebraska package per architecture with the payload's size and hashes."""
+    fleet, tmp = env["fleet"], env["work"]
+    signer = fleet.host_root("signer")
+    served_key = tmp / "served-update-payload-key.pub.pem"
+    assert http_get(fleet, "/keys/update-payload-key.pub.pem", served_key).returncode == 0
+    assert served_key.read_bytes() == (signer / "au" / "update-payload-key.pub.pem").read_bytes()
+    gpg_key = tmp / "served-image-signing-key.asc"
+    assert http_get(fleet, "/keys/image-signing-key.asc", gpg_key).returncode == 0
+    assert gpg_key.read_bytes() == (signer / "gnupg" / "image-signing-key.asc").read_bytes()
+    packages = {p["arch"]: p for p in nebraska_packages(fleet)}
+    assert sorted(packages) == [1, 2], packages
+    s = summary(fleet)
+    assert s["run_id"] == "release-" + VERSION
+    keys = {k["name"]: k for k in s["keys"]}
+    assert keys["update-payload-key.pub.pem"]["sha256"] == hashlib.sha256(served_key.read_bytes()).hexdigest()
+    assert keys["update-payload-key.pub.pem"]["url"] == mirror_url(fleet) + "/keys/update-payload-key.pub.pem"
+    for board, arch in (("amd64-usr", 1), ("arm64-usr", 2)):
+        rel = "/update/%s/%s/" % (board, VERSION)
+        on_mirror = fleet.host_root("mirror") / "mirror" / rel.strip("/") / "flatcar_production_update.gz"
+        data = on_mirror.read_bytes()
+        fetched = tmp / ("payload-%s.gz" % board)
+        assert http_get(fleet, rel + "flatcar_production_update.gz", fetched).returncode == 0
+        assert fetched.read_bytes() == data
+        # flatcar-update compares the .sha256's first field with sha256sum of the payload
+        assert http_get(fleet, rel + "flatcar_production_update.gz.sha256").stdout.split()[0] == hashlib.sha256(data).hexdigest()
+        info, _run = run_module("kiln.flatcar.payload_info", {"path": str(fetched), "public_keys": [str(served_key)]})
+        assert info.get("verified") and not info.get("failed") and info["manifest"]["has_kernel"], info
+        pkg = packages[arch]
+        assert pkg["version"] == VERSION and pkg["filename"] == "flatcar_production_update.gz", pkg
+        assert pkg["url"] == mirror_url(fleet) + rel, pkg
+        assert int(pkg["size"]) == len(data) and pkg["hash"] == _b64(hashlib.sha1(data).digest()), pkg
+        assert pkg["flatcar_action"]["sha256"] == _b64(hashlib.sha256(data).digest()), pkg
+        row = arch_row(s, board)["release"]
+        main = next(p for p in row["payloads"] if p["name"] == "flatcar_production_update.gz")
+        assert main["sha256"] == hashlib.sha256(data).hexdigest() and main["size"] == len(data)
+        assert row["nebraska_package_id"] == pkg["id"] and row["update_url"] == mirror_url(fleet) + rel
+    md = (fleet.workdir / "summary" / "summary.md").read_text()
+    assert "# kiln pipeline run release-%s" % VERSION in md and "Nebraska package" in md and "update-payload-key.pub.pem" in md
+
+
 def test_second_full_run_changes_nothing(env):
     fleet = env["fleet"]
+    before = nebraska_packages(fleet)
     res = run_pipeline(fleet)
     assert res.returncode == 0, res.stdout[-8000:]
     rows = recap(res.stdout)
     assert set(rows) >= {"b-amd64", "b-arm64", "signer", "mirror", "localhost"}
     for host, row in rows.items():
         assert row["changed"] == 0 and row["failed"] == 0, (host, res.stdout[-8000:])
+    # the payloads, keys and Nebraska registration ran again and found everything in place
+    assert package_identity(nebraska_packages(fleet)) == package_identity(before)
+    s = summary(fleet)
+    for board in ("amd64-usr", "arm64-usr"):
+        rel = arch_row(s, board)["release"]
+        assert rel["payloads"] and rel["nebraska_package_id"] and rel["nebraska_created"] is False, rel
+    # check mode writes nothing on the signer or the mirror (payloads, signatures, publish, keys) nor to Nebraska
+    roots = [fleet.host_root("signer") / "builds", fleet.host_root("mirror") / "mirror"]
+    snap = fs_snapshot(roots)
+    res = run_pipeline(fleet, "--check")
+    assert res.returncode == 0, res.stdout[-8000:]
+    assert fs_changes(snap, fs_snapshot(roots)) == []
+    assert package_identity(nebraska_packages(fleet)) == package_identity(before)
 
 
 def _images(d):
