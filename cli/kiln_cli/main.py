@@ -4,6 +4,7 @@ build records, and report runs. Every ansible-playbook option is still reachable
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -13,6 +14,8 @@ PLAYBOOKS = {
     "test": ("kiln.flatcar.test", "boot-check built images on the testers"),
     "sign": ("kiln.flatcar.sign", "write DIGESTS and signatures on the signer"),
     "publish": ("kiln.flatcar.publish", "publish a signed build to the mirror"),
+    "hotfix": ("kiln.flatcar.hotfix", "rebuild a released version with a fix as <release>+hotfix-<n> (docs/hotfix.md)"),
+    "rollback": ("kiln.flatcar.rollback", "point a Nebraska channel (and current) back at an earlier version"),
 }
 
 EPILOG = """exit codes: 0 succeeded (published), 1 failed, 2 a gate refused (publish gate, or the release gate held back
@@ -48,8 +51,23 @@ def parser():
         s = sub.add_parser(name, help="%s (%s)" % (text, playbook), epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
         _run_options(s)
         s.set_defaults(playbook=playbook)
+        if name == "hotfix":
+            s.add_argument("release", help="the FLATCAR_VERSION to fix (kiln built and published it)")
+            s.add_argument("--patch", action="append", default=[], help="a patch of the scripts repository (path on the builders); repeat")
+            s.add_argument("--mods", help="a YAML or JSON file on this machine with a list of mods (docs/mods.md)")
+            s.add_argument("--rebuild", action="append", default=[], help="a package (cat/pkg) to build from source anyway; repeat")
+            s.add_argument("--channel", help="Nebraska channel to point at the hotfix")
+            s.add_argument("--move-current", action="store_true", help="also move the mirror's current to the hotfix")
+            s.add_argument("--plan", action="store_true", help="check mode: print the plan, change nothing")
+        elif name == "rollback":
+            s.add_argument("--from", dest="rb_from", required=True, help="the version withdrawn")
+            s.add_argument("--to", dest="rb_to", required=True, help="the version to point back at")
+            s.add_argument("--reason", required=True, help="why (recorded in the build record)")
+            s.add_argument("--channel", help="Nebraska channel to move back")
+            s.add_argument("--current", action="store_true", help="also move the mirror's current back")
     s = sub.add_parser("plan", help="check mode of a playbook (default: release): per host, which stages would run and why")
-    s.add_argument("--for", dest="plan_for", choices=sorted(PLAYBOOKS), default="release", help="the command to plan (default release)")
+    s.add_argument("--for", dest="plan_for", choices=sorted(set(PLAYBOOKS) - {"hotfix", "rollback"}),
+                   default="release", help="the command to plan (default release; kiln hotfix --plan plans a hotfix)")
     _run_options(s)
     s = sub.add_parser("status", help="the newest build records on the fleet, per host, board and stage (read-only)")
     s.add_argument("-i", "--inventory", default=os.environ.get("KILN_INVENTORY", "inventory"))
@@ -84,7 +102,41 @@ def main(argv=None):
     from kiln_cli.run import run_playbook
     if args.command == "plan":
         return run_playbook("plan", PLAYBOOKS[args.plan_for][0], args.inventory, rest + ["--check"], _output(args), args.runs_dir)
+    extra = command_vars(args)
+    if extra:
+        rest = ["-e", json.dumps(extra)] + rest + (["--check"] if getattr(args, "plan", False) else [])
     return run_playbook(args.command, args.playbook, args.inventory, rest, _output(args), args.runs_dir)
+
+
+def command_vars(args):
+    """The extra vars of the hotfix and rollback commands (one JSON -e, so no value is split by a shell or by Ansible)."""
+    if args.command == "hotfix":
+        out = {"kiln_hotfix_release": args.release, "kiln_hotfix_patches": [os.path.abspath(p) if not os.path.isabs(p) else p
+                                                                             for p in args.patch],
+               "kiln_hotfix_rebuild": args.rebuild, "kiln_hotfix_move_current": bool(args.move_current)}
+        if args.mods:
+            out["kiln_hotfix_mods"] = _load_mods(args.mods)
+        if args.channel:
+            out["kiln_hotfix_channel"] = args.channel
+        return out
+    if args.command == "rollback":
+        out = {"kiln_rollback_from": args.rb_from, "kiln_rollback_to": args.rb_to, "kiln_rollback_reason": args.reason,
+               "kiln_rollback_current": bool(args.current)}
+        if args.channel:
+            out["kiln_rollback_channel"] = args.channel
+        return out
+    return {}
+
+
+def _load_mods(path):
+    import yaml  # ansible-core's dependency, in the same environment as ansible-runner
+    with open(path) as fh:
+        mods = yaml.safe_load(fh)
+    if isinstance(mods, dict) and "kiln_mods" in mods:
+        mods = mods["kiln_mods"]
+    if not isinstance(mods, list):
+        raise ValueError("%s does not hold a list of mods (docs/mods.md)" % path)
+    return mods
 
 
 def entry():

@@ -72,6 +72,15 @@ def _stage_inputs(data, name):
     return inputs if isinstance(inputs, dict) else None
 
 
+def check_patches(paths):
+    """The hotfix's patches: absolute paths of readable regular files (HotfixError with one line otherwise)."""
+    for i, path in enumerate(paths or []):
+        if not isinstance(path, str) or not os.path.isabs(path) or any(ord(c) < 32 for c in path):
+            raise HotfixError("patches[%d] %r is not an absolute path on the builder" % (i, str(path)[:200]))
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            raise HotfixError("patch %s is not a readable file on this builder: copy it there first (docs/hotfix.md)" % path)
+
+
 def _release_patches(source, where):
     """The release's patches, each still on disk with the recorded sha256."""
     out = []

@@ -18,6 +18,8 @@ description:
     C(n) one more than the highest hotfix number among the versions recorded on this host and O(known_versions)
     (e.g. the versions on the mirror and in Nebraska), so a published or built version is never reused. Run it on
     every builder and take the highest RV(next_number) for all architectures.
+  - Checks the hotfix's own O(patches) and O(mods) (the same validation as kiln.flatcar.sdk_checkout) so a malformed
+    fix fails here, in seconds, before any host is prepared or anything is built.
   - Writes nothing; the same in check mode.
 author:
   - kiln developers (@kiln-project)
@@ -25,6 +27,7 @@ extends_documentation_fragment:
   - kiln.flatcar._attributes
   - kiln.flatcar._common
   - kiln.flatcar._common.board_required
+  - kiln.flatcar._mods
 attributes:
   check_mode:
     support: full
@@ -45,6 +48,11 @@ options:
     description: Versions known elsewhere (the mirror's version directories, Nebraska packages) that must not be reused.
     type: list
     elements: str
+    default: []
+  patches:
+    description: The hotfix's patches on this host; each must be a readable regular file (checked here, before any build).
+    type: list
+    elements: path
     default: []
 """
 
@@ -126,6 +134,11 @@ next_build_id:
   returned: always
   type: str
   sample: hotfix-2
+hotfix_mods:
+  description: The hotfix's mods as validated (kind, target and sha256 of each).
+  returned: always
+  type: list
+  elements: dict
 next_version:
   description: FLATCAR_VERSION of that hotfix.
   returned: always
@@ -136,8 +149,9 @@ next_version:
 from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
-from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import board_args
-from ansible_collections.kiln.flatcar.plugins.module_utils._hotfix import HotfixError, plan
+from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import board_args, mods_args
+from ansible_collections.kiln.flatcar.plugins.module_utils._hotfix import HotfixError, check_patches, plan
+from ansible_collections.kiln.flatcar.plugins.module_utils._mods import ModsError, validate_mods
 from ansible_collections.kiln.flatcar.plugins.module_utils._stage import guarded
 
 
@@ -147,7 +161,8 @@ def main():
             release=dict(type="str", required=True),
             build_root=dict(type="path", required=True),
             known_versions=dict(type="list", elements="str", default=[]),
-            **board_args(required=True)
+            patches=dict(type="list", elements="path", default=[]),
+            **dict(board_args(required=True), **mods_args())
         ),
         supports_check_mode=True,
     )
@@ -158,9 +173,12 @@ def run(module):
     p = module.params
     try:
         known = [_validate.version(v, "known_versions[%d]" % i).version for i, v in enumerate(p["known_versions"])]
+        check_patches(p["patches"])
+        mods = validate_mods(p["mods"])
         result = plan(p["build_root"], p["board"], p["release"], known)
-    except (HotfixError, _validate.Invalid) as exc:
+    except (HotfixError, ModsError, _validate.Invalid) as exc:
         module.fail_json(msg="hotfix_plan: %s" % exc)
+    result["hotfix_mods"] = [dict((k, v) for k, v in m.items() if k != "src") for m in mods]
     module.exit_json(changed=False, **result)
 
 

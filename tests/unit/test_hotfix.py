@@ -97,7 +97,8 @@ def test_module_one_line_errors_and_no_writes(tmp_path, capsys):
     assert res.get("failed") is not True and res["next_version"] == "4593.2.5+hotfix-5"
     assert sorted(p for p in tmp_path.rglob("*")) == before
     for bad in ({"release": "stable-4593.2.5"}, {"release": "4593.2.5\nx"}, {"known_versions": ["../x"]},
-                {"release": "4593.2.6"}):
+                {"release": "4593.2.6"}, {"patches": ["/nonexistent/0001-fix.patch"]}, {"patches": ["relative.patch"]},
+                {"mods": [{"kind": "kernel_config", "options": ["CONFIG_FOO=maybe"]}]}, {"mods": [{"kind": "nope"}]}):
         args = dict({"release": RELEASE, "board": "amd64-usr", "build_root": str(tmp_path)}, **bad)
         res = call_module(hotfix_plan, args, capsys)
         assert res["failed"] and "\n" not in res["msg"] and res["msg"].startswith("hotfix_plan: "), res
