@@ -78,14 +78,12 @@ record_path:
   type: str
 """
 
-import re
-
 from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnModule as AnsibleModule
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
 from ansible_collections.kiln.flatcar.plugins.module_utils._stage import Stage, guarded, locate
 
-TARGET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+MAX_TARGET = 64
 
 
 def main():
@@ -105,8 +103,9 @@ def main():
 
 def run(module):
     p = module.params
-    if not TARGET_RE.match(p["target"]):
-        module.fail_json(msg="target %r is not a channel name or 'current' (letters, digits, '.', '_', '-')" % p["target"][:80])
+    _validate.check(module, _validate.identifier, p["target"], "target (a channel name or 'current')")
+    if len(p["target"]) > MAX_TARGET:
+        module.fail_json(msg="target is longer than %d characters: give a channel name or 'current'" % MAX_TARGET)
     to_version = _validate.check(module, _validate.version, p["to_version"], "to_version", canonical=True).version
     reason = " ".join(p["reason"].split())
     if not reason or len(reason) > 500:
