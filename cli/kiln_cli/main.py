@@ -111,8 +111,8 @@ def main(argv=None):
 def command_vars(args):
     """The extra vars of the hotfix and rollback commands (one JSON -e, so no value is split by a shell or by Ansible)."""
     if args.command == "hotfix":
-        out = {"kiln_hotfix_release": args.release, "kiln_hotfix_patches": [os.path.abspath(p) if not os.path.isabs(p) else p
-                                                                             for p in args.patch],
+        patches = [os.path.abspath(p) if not os.path.isabs(p) else p for p in args.patch]
+        out = {"kiln_hotfix_release": args.release, "kiln_hotfix_patches": patches,
                "kiln_hotfix_rebuild": args.rebuild, "kiln_hotfix_move_current": bool(args.move_current)}
         if args.mods:
             out["kiln_hotfix_mods"] = _load_mods(args.mods)

@@ -40,8 +40,9 @@ def _md_arch(a, base, previous):
     lines += ["- %s: %s%s" % (md(b["stage"]), md(b["verdict"]), " in %ss" % md(b["boot_time_s"]) if b["boot_time_s"] is not None else "")
               for b in g["boot_checks"]]
     lines += ["", "| stage | status | start (s) | end (s) | seconds | ran because | message |", "|---|---|---|---|---|---|---|"]
-    lines += ["| %s | %s | %s | %s | %s | %s | %s |" % (md(s["name"]), md(s["status"]), md(s["start_s"]), md(s["end_s"]), md(s["duration_s"]),
-                                                     md(s["reason"] if s["ran"] else "reused (current)"), md(s["message"])) for s in a["stages"]]
+    lines += ["| %s | %s | %s | %s | %s | %s | %s |" % (
+        md(s["name"]), md(s["status"]), md(s["start_s"]), md(s["end_s"]), md(s["duration_s"]),
+        md(s["reason"] if s["ran"] else "reused (current)"), md(s["message"])) for s in a["stages"]]
     hits = a["cache_hits"]
     lines += ["", "Cache hits: SDK image %s, binary packages %s; stages reused: %s" % (
         md(hits.get("sdk_image", "n/a")), "hit" if hits.get("binpkgs") else "miss" if "binpkgs" in hits else "n/a",
@@ -84,12 +85,12 @@ def _md_arch(a, base, previous):
 def markdown(model, base):
     lines = ["# kiln %s — run %s" % (md(model["command"]), md(model["run_id"])), "",
              "- playbook: %s, inventory: %s" % (md(model["playbook"]), md(model["inventory"])),
-             "- started %s, %s s, exit code %s (%s): %s" % (md(model["started"]), md(model["duration_s"]), md(model["exit_code"]),
-                                                         md(model["status"]), md(model["result"]))]
+             "- started %s, %s s, exit code %s (%s): %s" % (
+                 md(model["started"]), md(model["duration_s"]), md(model["exit_code"]), md(model["status"]), md(model["result"]))]
     gate = model.get("gate")
     if gate:
-        lines.append("- gate: passed %s; missing %s; released %s" % tuple(md(", ".join(gate.get(k) or [])) or "none"
-                                                                       for k in ("passed", "missing", "released")))
+        lines.append("- gate: passed %s; missing %s; released %s" % tuple(
+            md(", ".join(gate.get(k) or [])) or "none" for k in ("passed", "missing", "released")))
     if model["previous"]:
         lines.append("- previous run: %s" % md(model["previous"]["run_id"]))
     lines += ["", "| host | time on host (s) |", "|---|---|"]

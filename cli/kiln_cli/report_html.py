@@ -115,8 +115,9 @@ def _section_gate(a):
     cls = "released" if g["verdict"] == "released" else "held" if g["verdict"].startswith("held") else "refused"
     out = ['<h3>Gate</h3><p>verdict: <span class="%s">%s</span>%s</p>' % (cls, e(g["verdict"]), (" &mdash; " + e(g["detail"])) if g["detail"] else "")]
     if g["boot_checks"]:
-        out.append("<ul>%s</ul>" % "".join("<li>%s: %s%s</li>" % (e(b["stage"]), e(b["verdict"]), (" in %ss" % e(b["boot_time_s"])) if b["boot_time_s"] is not None else "")
-                                          for b in g["boot_checks"]))
+        out.append("<ul>%s</ul>" % "".join(
+            "<li>%s: %s%s</li>" % (e(b["stage"]), e(b["verdict"]), (" in %ss" % e(b["boot_time_s"])) if b["boot_time_s"] is not None else "")
+            for b in g["boot_checks"]))
     if g["problems"]:
         out.append("<p>gate problems: %s</p>" % e("; ".join(g["problems"])))
     return "".join(out)
@@ -169,8 +170,8 @@ def render(model, base):
            % (e(model["playbook"]), e(model["started"]), e(model["duration_s"]), e(model["exit_code"]),
               "ok" if model["exit_code"] == 0 else "failed", e(model["result"]))]
     if gate:
-        out.append("<p>gate: passed %s; missing %s; released %s</p>" % tuple(e(", ".join(gate.get(k) or []) or "none")
-                                                                          for k in ("passed", "missing", "released")))
+        out.append("<p>gate: passed %s; missing %s; released %s</p>" % tuple(
+            e(", ".join(gate.get(k) or []) or "none") for k in ("passed", "missing", "released")))
     if model.get("keys"):
         out.append("<p>public keys on the mirror:</p><ul>%s</ul>" % "".join(
             "<li>%s sha256 <code>%s</code> <code>%s</code></li>" % (e(k.get("name")), e(k.get("sha256")), e(k.get("url") or k.get("path")))
@@ -179,10 +180,11 @@ def render(model, base):
         out.append('<h2>Timeline</h2><p class="legend">%s</p>' % "".join('<span style="background:%s"></span>%s' % (c, n) for n, c in COLOURS.items()))
         out += ["<h3>%s</h3>%s" % (e(a["board"]), timeline(a, total)) for a in model["architectures"]]
     if model["failures"]:
-        out.append("<h2>Failures</h2><ul>%s</ul>" % "".join("<li><b>%s</b> %s: %s</li>" % (e(f.get("host")), e(f.get("task")), e(f.get("msg")))
-                                                          for f in model["failures"]))
+        out.append("<h2>Failures</h2><ul>%s</ul>" % "".join(
+            "<li><b>%s</b> %s: %s</li>" % (e(f.get("host")), e(f.get("task")), e(f.get("msg"))) for f in model["failures"]))
     for a in model["architectures"]:
-        out.append('<h2>%s &mdash; %s &mdash; <span class="%s">%s</span></h2>' % (e(a["board"]), e(a["version"]), e((str(a["result"] or "unknown").split() or ["unknown"])[0]), e(a["result"])))
+        verdict = (str(a["result"] or "unknown").split() or ["unknown"])[0]
+        out.append('<h2>%s &mdash; %s &mdash; <span class="%s">%s</span></h2>' % (e(a["board"]), e(a["version"]), e(verdict), e(a["result"])))
         out += [_section_gate(a), _section_stages(a), _section_builds(a), _section_artifacts(a), _section_release(a),
                 _section_logs(a, base),
                 _section_diff(a, model["previous"])]

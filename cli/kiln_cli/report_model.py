@@ -59,8 +59,12 @@ def _newer(old, new):
     """Of two records of one board, the one with more stages, then the newer ``updated``."""
     if old is None:
         return new
-    key = (lambda r: (len(r.get("stages") or {}), str(r.get("updated") or "")))
-    return new if key(new) >= key(old) else old
+    return new if _rank(new) >= _rank(old) else old
+
+
+def _rank(record):
+    """Ordering key of one board's record: number of stages, then ``updated``."""
+    return (len(record.get("stages") or {}), str(record.get("updated") or ""))
 
 
 def _decoded(res):

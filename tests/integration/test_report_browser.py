@@ -151,8 +151,8 @@ def test_a_run_keeps_its_build_records_and_report(tmp_path):
         json.dump(rec, fh)
     (tmp_path / "read.yml").write_text(READ_PLAYBOOK)
     inv = tmp_path / "inventory.json"
-    inv.write_text(json.dumps({"all": {"hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                                                                "records": [rec_path]}}}}))
+    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, "records": [rec_path]}
+    inv.write_text(json.dumps({"all": {"hosts": {"localhost": host}}}))
     out = io.StringIO()
     code = run_playbook("release", str(tmp_path / "read.yml"), str(inv), [], "quiet", str(tmp_path / "runs"), out=out)
     assert code == 0, out.getvalue()

@@ -53,15 +53,15 @@ def record(board, version, stages, build_root="/nonexistent"):
 def amd64_record(build_root, packages_sha):
     d = "images/amd64-usr/developer-4593.2.5+kiln-2"
     return record("amd64-usr", "4593.2.5+kiln-2", {
-        "packages": stage(1, 300, details={"container_id": "c1", "built_from_source": ["app-misc/kiln-demo-1.1", "app-misc/evil-1" + EVIL],
-                                           "binary": ["sys-apps/systemd-255-r2", "sys-libs/glibc-2.38-r10"],
-                                           "rebuilt": [{"package": "app-misc/kiln-demo-1.1", "atom": "app-misc/kiln-demo", "reason": "mod"}],
-                                           "usepkg_exclude": ["app-misc/kiln-demo"]}, host="b-amd64",
-                          log="/build/logs/packages.log"),
-        "image": stage(7, 120, outputs=[out(d + "/flatcar_production_image.bin", "generic_image", "img2", 4096),
-                                         {"path": d + "/flatcar_production_image_packages.txt", "role": "report", "size": len(PKGS_NOW),
-                                          "sha256": packages_sha},
-                                         out(d + "/version.txt", "version", "ver")], host="b-amd64"),
+        "packages": stage(1, 300, details={
+            "container_id": "c1", "built_from_source": ["app-misc/kiln-demo-1.1", "app-misc/evil-1" + EVIL],
+            "binary": ["sys-apps/systemd-255-r2", "sys-libs/glibc-2.38-r10"],
+            "rebuilt": [{"package": "app-misc/kiln-demo-1.1", "atom": "app-misc/kiln-demo", "reason": "mod"}],
+            "usepkg_exclude": ["app-misc/kiln-demo"]}, host="b-amd64", log="/build/logs/packages.log"),
+        "image": stage(7, 120, outputs=[
+            out(d + "/flatcar_production_image.bin", "generic_image", "img2", 4096),
+            {"path": d + "/flatcar_production_image_packages.txt", "role": "report", "size": len(PKGS_NOW), "sha256": packages_sha},
+            out(d + "/version.txt", "version", "ver")], host="b-amd64"),
         "vm_image:qemu_uefi": dict(stage(0, 30), started="2026-11-29T08:00:00Z", finished="2026-11-29T08:00:30Z"),
         "boot_check:qemu_uefi": stage(10, 45, details={"verdict": "passed", "boot_time_s": 12.5}, host="b-amd64"),
         "sign": stage(12, 5, outputs=[out(d + "/flatcar_production_image.bin.DIGESTS", "signature", "digests"),
@@ -219,7 +219,8 @@ def test_markdown_and_json_hold_the_same_facts(runs):
                  "input digest changed: scripts commit", "stages reused: vm_image:qemu_uefi", "SDK image cache, binary packages hit",
                  "Built from source (2): app-misc/kiln-demo-1.1 (mod)", "kept out of binary packages: app-misc/kiln-demo", FPR,
                  "- update payload flatcar_production_update.gz, 123 bytes", "- nebraska_package_id: pkg-1",
-                 "- public key image-signing.asc sha256 " + SHA["asc"], SHA["img2"], "flatcar_production_image.bin.DIGESTS.asc", "boot_check:qemu_uefi: passed in 12.5s",
+                 "- public key image-signing.asc sha256 " + SHA["asc"], SHA["img2"], "flatcar_production_image.bin.DIGESTS.asc",
+                 "boot_check:qemu_uefi: passed in 12.5s",
                  "changed sys-apps/systemd 255-r1 → 255-r2", "added app-misc/kiln-demo 1.1", "removed app-misc/old-tool 0.9",
                  "(artifacts)", "[Ansible output](runner/artifacts/4b1e/stdout)", "| b-amd64 | 800.0 |"):
         assert fact in text, fact
