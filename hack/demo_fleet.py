@@ -51,6 +51,23 @@ def record(d, **kw):
     os.replace(tmp, d / STATE)
 
 
+STANDIN_LABEL = "org.kiln.standin-sdk.hash"  # set by tests/standin_sdk/image/build-sdk-image.sh
+
+
+def legacy_standin_tags():
+    """Stand-in SDK images that older versions tagged with the real SDK's name (ghcr.io/flatcar/flatcar-sdk-*):
+    a real run_sdk_container would take them for the SDK. Only tags whose image carries the stand-in label."""
+    ls = subprocess.run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", "ghcr.io/flatcar/flatcar-sdk-*"],
+                        capture_output=True, text=True, check=False)
+    found = []
+    for tag in ls.stdout.split() if ls.returncode == 0 else []:
+        label = subprocess.run(["docker", "image", "inspect", "--format", '{{index .Config.Labels "%s"}}' % STANDIN_LABEL, tag],
+                               capture_output=True, text=True, check=False).stdout.strip()
+        if label and label != "<no value>":
+            found.append(tag)
+    return found
+
+
 def image_exists(name):
     return subprocess.run(["docker", "image", "inspect", "--", name], capture_output=True, check=False).returncode == 0
 
@@ -226,7 +243,7 @@ def down(d):
     left = mounts_under(d)
     if left:
         raise SystemExit("kiln demo: still mounted under %s, not removing it: %s" % (d, ", ".join(left)))
-    for image in st.get("images_built", []):
+    for image in st.get("images_built", []) + (legacy_standin_tags() if sdk.docker_available() else []):
         if sdk.docker_available():
             subprocess.run(["docker", "image", "rm", "--force", "--", image], capture_output=True, check=False)
             print("kiln demo: removed image %s" % image)

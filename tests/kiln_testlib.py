@@ -23,7 +23,11 @@ def ensure_collection_path():
         os.makedirs(os.path.dirname(link), exist_ok=True)
         if os.path.exists(link):
             raise RuntimeError("%s exists and is not a symlink" % link)
-        os.symlink(REPO, link)
+        try:
+            os.symlink(REPO, link)
+        except FileExistsError:  # another process (a parallel test worker) made it just now
+            if not os.path.islink(link):
+                raise
     if COLLECTIONS not in sys.path:
         sys.path.insert(0, COLLECTIONS)
     return COLLECTIONS

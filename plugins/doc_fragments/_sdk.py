@@ -27,6 +27,15 @@ options:
       - Name of the warm SDK container shared by all stages on this host.
       - Defaults to run_sdk_container's own default C(flatcar-sdk-<flavour>-<sdk>_os-<os>), pinned explicitly.
     type: str
+  sdk_registry:
+    description:
+      - Repository prefix of the SDK container image C(<sdk_registry>/flatcar-sdk-<flavour>:<SDK version>), as
+        M(kiln.flatcar.sdk_image) made it present.
+      - When it is not C(ghcr.io/flatcar), every C(run_sdk_container) call gets C(-C <image>), so the SDK runs
+        from exactly that image and never pulls; the image name is then part of the stage inputs.
+      - Lowercase C(host[:port]/path) without a tag.
+    type: str
+    default: ghcr.io/flatcar
   force:
     description: Run the stage even when the build record says it passed with the same inputs.
     type: bool

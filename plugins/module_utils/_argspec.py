@@ -27,6 +27,7 @@ board                       ``board``, choices ``sorted(_record.BOARDS)``
 container engine            ``engine`` (auto/docker/podman, ``detect_engine``)
 version                     ``version`` (``_validate.version``)                               image_version (kola)
 scripts checkout            ``scripts_dir``                                                   dest (sdk_checkout)
+SDK image repository        ``sdk_registry`` (``_validate.registry``)                         registry (sdk_image)
 build record                ``record_path`` | ``scripts_dir`` + ``board`` | ``build_root`` + ``board`` + ``version``
 ==========================  ================================================================  =====================
 """
@@ -55,6 +56,7 @@ RENAMED = {
     "rsync_executable": None,  # stays (the local rsync); listed so the name check knows it
     "image_version": "version",
     "dest": "scripts_dir",
+    "registry": "sdk_registry",
 }
 ENGINES = ("auto", "docker", "podman")
 

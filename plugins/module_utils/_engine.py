@@ -90,6 +90,17 @@ class EngineImages:
             self.runner.fail("inspecting %s through the Docker API failed: %s" % (ref, _one_line(exc)))
         return None
 
+    def tag(self, source, target):
+        """Give the image ``source`` (a local name) the name ``target`` (``repository:tag``)."""
+        if self.client is None:
+            self.runner.run(self.engine_argv + ["tag", source, target], msg="tagging %s as %s failed" % (source, target))
+            return
+        repository, _sep, tag = target.rpartition(":")
+        try:
+            self.client.tag(source, repository, tag)
+        except docker_errors.APIError as exc:
+            self.runner.fail("tagging %s as %s through the Docker API failed: %s" % (source, target, _one_line(exc)))
+
     def load_zstd(self, path, label):
         """Load a ``docker save | zstd`` tarball at ``path`` into the engine."""
         if self.client is None:

@@ -41,6 +41,7 @@ COMMON_ARGS = dict(
     container_name=dict(type="str"),
     force=dict(type="bool", default=False),
     environment=dict(type="dict", default={}),
+    sdk_registry=dict(type="str", default=REGISTRY),
 )
 COMMON_ARGS.update(board_args(required=True))
 COMMON_ARGS.update(engine_args())
@@ -55,7 +56,14 @@ def check_board(module, board):
 
 
 def sdk_image_ref(flavour, sdk_version, registry=REGISTRY):
-    return "%s/flatcar-sdk-%s:%s" % (registry.rstrip("/"), flavour, FlatcarVersion.parse(sdk_version, "SDK version").docker_vernum)
+    return "%s/flatcar-sdk-%s:%s" % ((registry or REGISTRY).rstrip("/"), flavour, FlatcarVersion.parse(sdk_version, "SDK version").docker_vernum)
+
+
+def custom_sdk_image(flavour, sdk_version, registry):
+    """The image run_sdk_container must be told with ``-C``: None under the default registry (its own name)."""
+    if not registry or registry.rstrip("/") == REGISTRY:
+        return None
+    return sdk_image_ref(flavour, sdk_version, registry)
 
 
 def default_container_name(flavour, sdk_version, os_version):
@@ -90,6 +98,7 @@ class SdkStage:
         self.board = p["board"]
         check_board(module, self.board)
         validate_common(module)
+        self.registry = check(module, _validate.registry, p.get("sdk_registry") or REGISTRY)
         self.scripts_dir = os.path.abspath(p["scripts_dir"])
         if not os.path.isfile(os.path.join(self.scripts_dir, "run_sdk_container")):
             module.fail_json(
@@ -167,7 +176,8 @@ class SdkStage:
 
     def sdk_command(self, argv):
         """``run_sdk_container -U`` with the pinned container name: version.txt is never rewritten."""
-        return sdk_command(self.container_name, self.flavour, self.sdk_version.version, argv)
+        return sdk_command(self.container_name, self.flavour, self.sdk_version.version, argv,
+                           image=custom_sdk_image(self.flavour, self.sdk_version.version, self.registry))
 
     # -- preflight ---------------------------------------------------------------------------
     def scripts_ref(self):
@@ -204,7 +214,7 @@ class SdkStage:
         return out.strip() if rc == 0 else None
 
     def sdk_image(self):
-        ref = sdk_image_ref(self.flavour, self.sdk_version.version)
+        ref = sdk_image_ref(self.flavour, self.sdk_version.version, self.registry)
         return {"ref": ref, "id": image_id(self.runner, self.engine_argv, ref)}
 
     def base_inputs(self, previous=None):

@@ -52,9 +52,14 @@ def bool_flag(name, value):
     return "--%s%s" % ("" if value else "no", name)
 
 
-def sdk_command(container_name, flavour, sdk_version, argv):
-    """``run_sdk_container -U`` with the pinned container name: version.txt is never rewritten."""
-    return ["./run_sdk_container", "-U", "-n", container_name, "-a", flavour, "-V", sdk_version, "--"] + list(argv)
+def sdk_command(container_name, flavour, sdk_version, argv, image=None):
+    """``run_sdk_container -U`` with the pinned container name: version.txt is never rewritten.
+
+    ``image`` (the SDK image under a non-default ``sdk_registry``) becomes ``-C <image>``: run_sdk_container
+    then uses that image instead of ``ghcr.io/flatcar/flatcar-sdk-<arch>:<version>`` and never pulls
+    (flatcar/scripts run_sdk_container, ``-C) custom_image="$2"`` and ``if [ -n "$custom_image" ]``)."""
+    opts = ["-C", image] if image else []
+    return ["./run_sdk_container", "-U", "-n", container_name, "-a", flavour, "-V", sdk_version] + opts + ["--"] + list(argv)
 
 
 def container_path(path, scripts_dir):

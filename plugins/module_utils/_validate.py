@@ -30,6 +30,9 @@ USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 COMMAND_RE = re.compile(r"^[A-Za-z0-9_./=+-]+( [A-Za-z0-9_./=+-]+)*\Z")
 # A Docker/Podman container name (the engines' own rule).
 CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+# A container image repository path without tag or digest (the distribution reference grammar, lowercase):
+# host[:port] then '/'-separated path components; never an option (no leading '-'), never '..'.
+REGISTRY_RE = re.compile(r"^[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::[0-9]{1,5})?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*\Z")
 # An update group (build_image --group) and similar short identifiers.
 GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 # A build id (FLATCAR_BUILD_ID): the same rule the version parser applies to the part after '+'.
@@ -120,6 +123,15 @@ def container_name(value, what="container_name"):
         raise Invalid("%s %r is not a container name: use letters, digits, '.', '_' and '-', starting with a letter or digit"
                       % (what, value))
     return value
+
+
+def registry(value, what="sdk_registry"):
+    """A container image repository prefix such as ``ghcr.io/flatcar`` (no tag, no digest, no '..'); trailing '/' dropped."""
+    text = value.rstrip("/") if isinstance(value, str) else value
+    if not isinstance(text, str) or not REGISTRY_RE.match(text) or ".." in text or len(text) > 200:
+        raise Invalid("%s %r is not a container repository path (lowercase host[:port]/path, no tag): e.g. ghcr.io/flatcar"
+                      % (what, _one_line(value)))
+    return text
 
 
 def host(value, what="host"):

@@ -10,7 +10,7 @@ module: sdk_image
 short_description: Make the Flatcar SDK container image present on a builder
 version_added: 0.1.0
 description:
-  - Ensures C(ghcr.io/flatcar/flatcar-sdk-<flavour>:<sdk version>) is present in the builder's container engine.
+  - Ensures C(<sdk_registry>/flatcar-sdk-<flavour>:<sdk version>) (default C(ghcr.io/flatcar/...)) is present in the builder's container engine.
   - From a registry (C(pull)), or from a C(docker save | zstd) tarball and its C(.id) file in Flatcar's build-cache
     layout C(containers/<ver>/flatcar-sdk-<flavour>-<ver>.tar.zst), on a URL or a path on the builder.
   - The download is skipped when the local image ID equals the C(.id) file, as Flatcar's CI does.
@@ -47,10 +47,17 @@ options:
     type: str
     default: registry
     choices: [registry, cache]
-  registry:
-    description: Registry and namespace of the SDK images.
+  sdk_registry:
+    description:
+      - Repository prefix of the SDK images; the image is named, pulled, loaded and tagged as
+        C(<sdk_registry>/flatcar-sdk-<flavour>:<SDK version>).
+      - With O(source=cache) and a prefix other than C(ghcr.io/flatcar), the tarball (which holds the upstream
+        name) is loaded and then tagged with this name. The SDK stage modules take the same O(sdk_registry) and
+        run C(run_sdk_container -C <image>) with it.
+      - Lowercase C(host[:port]/path) without a tag.
     type: str
     default: ghcr.io/flatcar
+    aliases: [registry]
   cache:
     description:
       - Base URL (V(https://...), V(http://...)) or absolute path of a build cache holding C(containers/<ver>/...).
@@ -137,7 +144,7 @@ from ansible_collections.kiln.flatcar.plugins.module_utils._module import KilnMo
 from ansible.module_utils.urls import fetch_url
 
 from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
-from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import detect_engine, engine_args
+from ansible_collections.kiln.flatcar.plugins.module_utils._argspec import deprecated, detect_engine, engine_args
 from ansible_collections.kiln.flatcar.plugins.module_utils._engine import EngineImages, engine_api_args
 from ansible_collections.kiln.flatcar.plugins.module_utils._runner import Runner
 from ansible_collections.kiln.flatcar.plugins.module_utils._sdk import sdk_image_ref
@@ -161,7 +168,9 @@ class SdkImage:
         p = module.params
         self.sdk_version = self._sdk_version()
         self.flavour = p["flavour"]
-        self.ref = sdk_image_ref(self.flavour, self.sdk_version.version, p["registry"])
+        self.registry = _validate.check(module, _validate.registry, p["sdk_registry"])
+        self.ref = sdk_image_ref(self.flavour, self.sdk_version.version, self.registry)
+        self.upstream_ref = sdk_image_ref(self.flavour, self.sdk_version.version)
         log_dir = os.path.join(os.path.abspath(p["scripts_dir"]), "__build__", "images", "kiln", "logs") if p["scripts_dir"] else "/var/tmp"
         # check mode writes nothing, not even the log directory
         log_path = os.devnull if module.check_mode else os.path.join(log_dir, "sdk-image-%s.log" % self.flavour)
@@ -224,6 +233,10 @@ class SdkImage:
                 return dict(result, changed=True, source="cache", image=dict(ref=self.ref, id=None))
             self.load(tar)
             after = self.images.image_id(self.ref)
+            if after is None and self.ref != self.upstream_ref:
+                # the ci-automation tarball holds the upstream name: give the loaded image ours
+                self.images.tag(self.upstream_ref, self.ref)
+                after = self.images.image_id(self.ref)
             if not _same_id(after, expected):
                 self.runner.fail("loaded SDK image %s has ID %s but the cache's .id file says %s: the cache is inconsistent, "
                                  "rebuild the tarball" % (self.ref, after, expected))
@@ -265,7 +278,7 @@ def main():
             scripts_dir=dict(type="path"),
             flavour=dict(type="str", default="all", choices=["all", "amd64", "arm64"]),
             source=dict(type="str", default="registry", choices=["registry", "cache"]),
-            registry=dict(type="str", default="ghcr.io/flatcar"),
+            sdk_registry=dict(type="str", default="ghcr.io/flatcar", aliases=["registry"], deprecated_aliases=deprecated("registry")),
             cache=dict(type="str"),
             download_dir=dict(type="path", default="/var/tmp"),
             force=dict(type="bool", default=False),

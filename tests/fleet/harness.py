@@ -210,9 +210,11 @@ def _route_add_blackhole(subnet):
 
 
 def _route_del_blackhole(subnet):
+    """Remove the route; True when this call removed it, False when it was already gone."""
     res = _run(["ip", "route", "del", "blackhole", str(subnet), "proto", ROUTE_PROTO], check=False)
     if res.returncode != 0 and "No such process" not in res.stderr:
         raise FleetError(f"cannot remove blackhole route {subnet}: {res.stderr.strip()}")
+    return res.returncode == 0
 
 
 def _subnet_conflict(net):
@@ -312,11 +314,12 @@ def cleanup_stale(prefix, include_detached=False):
     # before creating anything, so whatever we list here is covered by the entries read next.
     ns_names = sorted(os.listdir(NETNS_DIR)) if NETNS_DIR.is_dir() else []
     routes = json.loads(_run(["ip", "-j", "route", "show", "proto", ROUTE_PROTO]).stdout or "[]")
-    live_ns, live_nets = set(), set()
+    live_ns, live_nets, torn = set(), set(), set()
     for st in _registry_entries():
         mine = st["fleet_id"].startswith(prefix + "-")
         if mine and (not _owner_alive(st) or (include_detached and st.get("detached"))):
             errors = Fleet._from_state(st)._teardown_state()
+            torn.add(st["fleet_id"])
             removed.append(f"fleet {st['fleet_id']}" + (f" (errors: {errors})" if errors else ""))
         else:
             live_ns.update(st.get("netns", []))
@@ -327,10 +330,15 @@ def cleanup_stale(prefix, include_detached=False):
             kill_netns(name)
             _run(["ip", "netns", "del", name], check=False)
             removed.append(f"netns {name}")
-    for route in routes:
-        if route.get("type") == "blackhole" and route["dst"] not in live_nets:
-            _route_del_blackhole(route["dst"])
-            removed.append(f"route blackhole {route['dst']}")
+    orphans = [r["dst"] for r in routes if r.get("type") == "blackhole" and r["dst"] not in live_nets]
+    if orphans:
+        # Other processes (parallel test workers) run fleets too: one may have torn down between the
+        # snapshot above and the registry read (route gone first, then its entry). Read the registry
+        # again, and report only routes this call really removed.
+        live_nets = {st["subnet"] for st in _registry_entries() if st.get("subnet") and st["fleet_id"] not in torn}
+        for dst in orphans:
+            if dst not in live_nets and _route_del_blackhole(dst):
+                removed.append(f"route blackhole {dst}")
     return removed
 
 

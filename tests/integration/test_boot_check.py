@@ -26,6 +26,9 @@ from kiln_testlib import REPO, ansible_env, run_module, VENV_BIN
 from ansible_collections.kiln.flatcar.plugins.module_utils import _qemu as q
 from ansible_collections.kiln.flatcar.plugins.module_utils._record import BuildRecord, describe_output, record_path
 
+# one boot-heavy file at a time (tests/integration/conftest.py): prepare_assets.sh, QEMU under TCG
+pytestmark = pytest.mark.xdist_group("qemu")
+
 DISK = os.path.join(REPO, "tests", "standin_sdk", "disk")
 MKDISK = os.path.join(DISK, "mkdisk.sh")
 PREPARE = os.path.join(DISK, "prepare_assets.sh")
@@ -386,6 +389,18 @@ def _ppid(pid):
         return int(fh.read().rsplit(")", 1)[1].split()[1])
 
 
+def _descends(pid, ancestor):
+    """True when ``ancestor`` is a parent of ``pid`` (a QEMU of another test running in parallel is not)."""
+    try:
+        while pid > 1:
+            pid = _ppid(pid)
+            if pid == ancestor:
+                return True
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
 @needs_qemu
 @pytest.mark.parametrize("how", ["playbook-sigterm", "module-sigkill", "supervisor-sigkill"])
 def test_interrupted_check_leaves_no_qemu(disks, tmp_path, how):
@@ -414,7 +429,7 @@ def test_interrupted_check_leaves_no_qemu(disks, tmp_path, how):
         while time.monotonic() < deadline and qemu is None:
             out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64 -name kiln-boot-"], stdout=subprocess.PIPE,
                                  check=False).stdout.split()
-            new = [int(p) for p in out if int(p) not in before]
+            new = [int(p) for p in out if int(p) not in before and _descends(int(p), proc.pid)]
             qemu = new[0] if new else None
             time.sleep(0.2)
         assert qemu, "QEMU never started"

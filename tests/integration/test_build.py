@@ -50,6 +50,7 @@ def build_vars(env, checkout, version="4593.2.5+kilntest", **extra):
         "kiln_board": "amd64-usr",
         "kiln_sdk_source": "cache",
         "kiln_sdk_cache": env["cache"],
+        "kiln_sdk_registry": sdk.STANDIN_REGISTRY,
         "kiln_vm_formats": ["qemu_uefi"],
         "kiln_poll_delay": 1,
     }
@@ -169,7 +170,8 @@ def test_build_check_first_run_rerun_and_input_change(env):
     # a failed step: one line, its stage failed, earlier stages and their outputs intact
     sdk.set_fail(checkout, "build_image")
     try:
-        res, run = run_module("kiln.flatcar.image", {"scripts_dir": str(checkout), "board": "amd64-usr", "force": True})
+        res, run = run_module("kiln.flatcar.image", {"scripts_dir": str(checkout), "board": "amd64-usr", "force": True,
+                                                  "sdk_registry": sdk.STANDIN_REGISTRY})
     finally:
         sdk.set_fail(checkout, None)
     assert res.get("failed") and "\n" not in res["msg"]

@@ -24,6 +24,12 @@ from tests.standin_sdk import fixture as sdk  # noqa: E402
 
 BUILT = "kiln-demo-clean-test:built"
 KEPT = "kiln-demo-clean-test:kept"
+# a stand-in image under the real SDK's name, as kiln before issue 14 tagged it: down removes it (the label says it is ours)
+LEGACY = "ghcr.io/flatcar/flatcar-sdk-all:0.0.9-kiln-demo-clean"
+
+
+def upstream_images():
+    return run("docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", "ghcr.io/flatcar/*").stdout.split()
 
 
 def run(*argv, **kw):
@@ -57,6 +63,7 @@ def demo(tmp_path):
             t.add(tmp_path / "hello", arcname="hello")
         for name in (BUILT, KEPT):
             run("docker", "import", str(tar), name)
+        run("docker", "import", "--change", "LABEL org.kiln.standin-sdk.hash=legacy", str(tar), LEGACY)
         # a fleet of one host, as demo_fleet.py up makes it
         run(sys.executable, "-m", "tests.fleet.harness", "up", "--dir", str(d / "fleet"), "--prefix", "kdclean",
             "--hosts", json.dumps({"signer": {}}), cwd=REPO)
@@ -87,7 +94,7 @@ def demo(tmp_path):
                            cwd=REPO, capture_output=True, check=False)
         if info["fid"]:
             subprocess.run(["docker", "rm", "-f", "kiln-%s-sdk" % info["fid"]], capture_output=True, check=False)
-        subprocess.run(["docker", "image", "rm", "-f", BUILT, KEPT], capture_output=True, check=False)
+        subprocess.run(["docker", "image", "rm", "-f", BUILT, KEPT, LEGACY], capture_output=True, check=False)
         if info["gnupg"].is_dir():
             subprocess.run(["gpgconf", "--homedir", str(info["gnupg"]), "--kill", "all"], capture_output=True, check=False)
         if not os.path.ismount(d / "mnt"):
@@ -113,6 +120,7 @@ def test_demo_down_run_directly_removes_everything_the_demo_made(demo):
     assert not demo["cache"].exists()
     assert not image_exists(BUILT)
     assert image_exists(KEPT)                     # not the demo's: stays
+    assert not upstream_images()                  # no image named ghcr.io/flatcar/* (stand-ins never carry it)
     assert run("docker", "container", "inspect", "kiln-%s-sdk" % demo["fid"], check=False).returncode != 0
     assert not [ns for ns in os.listdir("/run/netns") if ns.startswith(demo["fid"])]
     assert not agent_running(demo["gnupg"])

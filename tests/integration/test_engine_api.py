@@ -64,7 +64,7 @@ def cache(tmp_path_factory):
 
 
 def args(cache_root, **extra):
-    return dict(sdk_version=VERSION, flavour="amd64", source="cache", registry=REGISTRY, cache=cache_root, **extra)
+    return dict(sdk_version=VERSION, flavour="amd64", source="cache", sdk_registry=REGISTRY, cache=cache_root, **extra)
 
 
 @pytest.mark.parametrize("api", ["sdk", "cli"])
@@ -112,3 +112,35 @@ def test_sdk_requested_without_a_docker_daemon_is_refused(cache):
     res, _run = run_module("kiln.flatcar.sdk_image", args(cache["root"], engine_api="sdk"),
                            task_env={"DOCKER_HOST": "unix:///nonexistent/kiln.sock"})
     assert res.get("failed") and "engine_api=sdk" in res["msg"] and "\n" not in res["msg"], res
+
+
+@pytest.mark.parametrize("api", ["sdk", "cli"])
+def test_upstream_tarball_is_tagged_with_the_custom_name(tmp_path, api):
+    """A ci-automation tarball holds the upstream name: with sdk_registry it is loaded, then tagged as ours."""
+    _need_docker()
+    version = "0.0.%d" % (1 if api == "sdk" else 2)
+    upstream, ours = f"ghcr.io/flatcar/flatcar-sdk-amd64:{version}", f"{REGISTRY}/flatcar-sdk-amd64:{version}"
+    try:
+        imp = subprocess.run(["docker", "import", "-", upstream], input=_rootfs(), capture_output=True, check=False)
+        assert imp.returncode == 0, imp.stderr
+        image_id = docker("image", "inspect", "--format", "{{.Id}}", upstream).stdout.strip()
+        d = tmp_path / "containers" / version
+        d.mkdir(parents=True)
+        subprocess.run(f"docker save {upstream} | zstd -q -o {d}/flatcar-sdk-amd64-{version}.tar.zst", shell=True, check=True)
+        (d / f"flatcar-sdk-amd64-{version}.id").write_text(image_id + "\n")
+        docker("rmi", "-f", upstream, ours)
+        res, _run = run_module("kiln.flatcar.sdk_image", dict(args(str(tmp_path), engine_api=api), sdk_version=version))
+        assert not res.get("failed") and res["changed"] and res["image"] == {"ref": ours, "id": image_id}, res
+        assert docker("image", "inspect", "--format", "{{.Id}}", ours).stdout.strip() == image_id
+    finally:
+        docker("rmi", "-f", upstream, ours)
+
+
+def _rootfs():
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = b"kiln upstream-name test\n"
+        info = tarfile.TarInfo("kiln.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

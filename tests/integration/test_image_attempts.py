@@ -47,13 +47,13 @@ def test_developer_data_and_non_prod_types_reuse_the_attempt(env):
     run = run_playbook(BUILD_YML, extra_vars={
         "kiln_build_hosts": "localhost", "kiln_scripts_dir": str(checkout), "kiln_scripts_repo": env["origin"], "kiln_ref": TAG,
         "kiln_version": VERSION, "kiln_board": "amd64-usr", "kiln_sdk_source": "cache", "kiln_sdk_cache": env["cache"],
-        "kiln_vm_formats": [], "kiln_poll_delay": 1})
+        "kiln_sdk_registry": sdk.STANDIN_REGISTRY, "kiln_vm_formats": [], "kiln_poll_delay": 1})
     assert run.rc == 0, run.stdout[-5000:]
     assert record_of(checkout)["build_dir"] == "images/amd64-usr/developer-%s-a1" % VERSION
 
     # defect 4: the cloud-config inside the checkout is handed over as its container path
     (checkout / "cloud-config.yaml").write_text("#cloud-config\nhostname: kiln\n")
-    common = {"scripts_dir": str(checkout), "board": "amd64-usr"}
+    common = {"scripts_dir": str(checkout), "board": "amd64-usr", "sdk_registry": sdk.STANDIN_REGISTRY}
     res, _run = run_module("kiln.flatcar.image", dict(common, developer_data=str(checkout / "cloud-config.yaml")))
     assert res.get("changed") and not res.get("failed"), res
     assert res["details"]["attempt"] == 2  # prod again: a new attempt, the first one is kept

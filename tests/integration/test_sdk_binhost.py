@@ -49,7 +49,7 @@ def built(tmp_path_factory):
 
 
 def stage_args(checkout, **extra):
-    args = {"scripts_dir": str(checkout), "board": BOARD, "container_name": CONTAINER}
+    args = {"scripts_dir": str(checkout), "board": BOARD, "container_name": CONTAINER, "sdk_registry": sdk.STANDIN_REGISTRY}
     args.update(extra)
     return args
 

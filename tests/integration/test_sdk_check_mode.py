@@ -61,7 +61,7 @@ def test_sdk_stages_write_nothing_in_check_mode(env):
     checkout = env["base"] / "scripts"
     build = checkout / "__build__"
     checkout_args = {"dest": str(checkout), "repo": env["origin"], "ref": TAG, "version": VERSION}
-    common = {"scripts_dir": str(checkout), "board": BOARD}
+    common = {"scripts_dir": str(checkout), "board": BOARD, "sdk_registry": sdk.STANDIN_REGISTRY}
     sysext_args = dict(common, name="kilntest", packages=["app-misc/jq"])
     res, _run = run_module("kiln.flatcar.sdk_checkout", checkout_args)
     assert res.get("changed") and not res.get("failed"), res
@@ -70,7 +70,8 @@ def test_sdk_stages_write_nothing_in_check_mode(env):
 
     # a fresh checkout: no record, no state directory, no logs are made
     unchanged_by_check_mode(env, [build], "kiln.flatcar.sdk_checkout", checkout_args)
-    unchanged_by_check_mode(env, [build], "kiln.flatcar.sdk_image", {"scripts_dir": str(checkout), "source": "cache", "cache": env["cache"]})
+    image_args = {"scripts_dir": str(checkout), "source": "cache", "cache": env["cache"], "sdk_registry": sdk.STANDIN_REGISTRY}
+    unchanged_by_check_mode(env, [build], "kiln.flatcar.sdk_image", image_args)
     for module, args in (("kiln.flatcar.packages", common), ("kiln.flatcar.image", common)):
         res = unchanged_by_check_mode(env, [build], module, args)
         assert res["changed"] and res["reason"] and res["log_path"].startswith(state + "/logs/"), res
@@ -79,7 +80,7 @@ def test_sdk_stages_write_nothing_in_check_mode(env):
     assert not os.path.exists(state)
 
     # a real build of every stage
-    res, _run = run_module("kiln.flatcar.sdk_image", {"scripts_dir": str(checkout), "source": "cache", "cache": env["cache"]})
+    res, _run = run_module("kiln.flatcar.sdk_image", image_args)
     assert not res.get("failed"), res
     for module, args in (("kiln.flatcar.packages", common), ("kiln.flatcar.image", common),
                          ("kiln.flatcar.vm_image", dict(common, formats=["qemu_uefi"])), ("kiln.flatcar.sysext", sysext_args)):

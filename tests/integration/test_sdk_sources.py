@@ -102,13 +102,14 @@ def cache_server(tmp_path_factory):
 
 def test_sdk_image_from_cache_url(cache_server):
     cache, url = cache_server
-    ref = "ghcr.io/flatcar/flatcar-sdk-arm64:4593.2.5"
+    ref = sdk.sdk_image_name("arm64", "4593.2.5")  # kiln-standin.invalid/..., never the real ghcr.io name
     subprocess.run(["docker", "rmi", "-f", ref], check=False, capture_output=True)
-    args = {"sdk_version": "4593.2.5", "flavour": "arm64", "source": "cache", "cache": url}
+    args = {"sdk_version": "4593.2.5", "flavour": "arm64", "source": "cache", "cache": url, "sdk_registry": sdk.STANDIN_REGISTRY}
     check, _run = run_module("kiln.flatcar.sdk_image", args, check=True)
     assert check["changed"] and check["image"]["id"] is None
     res, _run = run_module("kiln.flatcar.sdk_image", args)
     assert res["changed"] and res["source"] == "cache", res
+    assert res["image"]["ref"] == ref
     idfile = cache / "containers" / "4593.2.5" / "flatcar-sdk-arm64-4593.2.5.id"
     assert res["image"]["id"].split(":")[-1] == idfile.read_text().strip().split(":")[-1]
     again, _run = run_module("kiln.flatcar.sdk_image", args)

@@ -26,6 +26,9 @@ from pathlib import Path
 
 import pytest
 
+# one boot-heavy file at a time (tests/integration/conftest.py): prepare_assets.sh, QEMU under TCG
+pytestmark = pytest.mark.xdist_group("qemu")
+
 REPO = Path(__file__).resolve().parents[2]
 DISK_DIR = REPO / "tests" / "standin_sdk" / "disk"
 CACHE = Path(os.environ.get("KILN_TEST_CACHE", "/var/cache/kiln-test"))

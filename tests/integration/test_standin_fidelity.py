@@ -143,9 +143,9 @@ def test_host_mode_sudo_keeps_only_env_keep(checkout):
 def test_container_sudo_keeps_only_env_keep(checkout):
     if not sdk.dockerd_start():
         pytest.skip("dockerd cannot run on this machine")
-    sdk.ensure_sdk_image("all", "4593.2.5")
+    image = sdk.ensure_sdk_image("all", "4593.2.5")
     name = "kiln-standin-sudo-%s" % uuid.uuid4().hex[:8]
     try:
-        check_sudo(checkout, "-n", name, host=False)  # the real sudo with /etc/sudoers.d/90_env_keep
+        check_sudo(checkout, "-n", name, "-C", image, host=False)  # the real sudo with /etc/sudoers.d/90_env_keep
     finally:
         sdk.remove_containers(name)

@@ -22,7 +22,11 @@ SDK_VERSION = "4593.2.5"
 TAG = "stable-4593.2.5"
 
 
-def run(checkout, *args, env=None, host=False, check=False):
+def run(checkout, *args, env=None, host=False, check=False, custom=True):
+    """run_sdk_container; in container mode with ``-C <stand-in image>`` (custom=True), as kiln passes it
+    for sdk_registry kiln-standin.invalid: the stand-in image never carries the real ghcr.io name."""
+    if custom and not host:
+        args = ("-C", sdk.sdk_image_name("all", SDK_VERSION)) + args
     e = dict(os.environ)
     for k in ("FLATCAR_BUILD_ID", "COREOS_OFFICIAL", "STANDIN_FAIL_STEP", "STANDIN_STEP_SLEEP",
               "STANDIN_SDK_NO_CONTAINER"):
@@ -273,10 +277,14 @@ def full_flow(co, name, build_id="kiln-1"):
     return d
 
 
-def test_container_reused_by_name(checkout, cname):
+def test_container_reused_by_name(checkout, cname, docker_sdk):
+    assert docker_sdk.startswith("kiln-standin.invalid/flatcar-sdk-all:")  # never the real SDK's name
     run(checkout, "-n", cname, "-U", "true", check=True)
     first = sdk.container_id(cname)
     assert first
+    image = subprocess.run(["docker", "inspect", "--format", "{{.Config.Image}}", cname],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert image == docker_sdk  # -C: the custom image, as the real run_sdk_container
     r = run(checkout, "-n", cname, "-U", "true", check=True)
     assert "Creating a new container" not in r.output
     assert sdk.container_id(cname) == first
@@ -303,9 +311,18 @@ def test_default_container_name_cleanup_script_and_rm(checkout, docker_sdk):
 
 
 def test_missing_image_fails_without_pull(checkout, cname):
-    r = run(checkout, "-n", cname, "-U", "-V", "1.2.3", "true")
+    r = run(checkout, "-n", cname, "-U", "-V", "1.2.3", "true", custom=False)
     assert r.returncode == 1
     assert "ghcr.io/flatcar/flatcar-sdk-all:1.2.3" in r.output and "not available locally" in r.output
+
+
+def test_without_custom_image_the_real_name_is_used(checkout, cname):
+    # no -C: like the real script, ghcr.io/flatcar/flatcar-sdk-<arch>:<version>, which no stand-in carries
+    r = run(checkout, "-n", cname, "-U", "true", custom=False)
+    assert r.returncode == 1
+    assert f"ghcr.io/flatcar/flatcar-sdk-all:{SDK_VERSION}" in r.output and "not available locally" in r.output
+    r = run(checkout, "-n", cname, "-U", "-C", "kiln-standin.invalid/flatcar-sdk-all:1.2.3", "true", custom=False)
+    assert r.returncode == 1 and "kiln-standin.invalid/flatcar-sdk-all:1.2.3" in r.output
 
 
 def test_full_flow_produces_named_artifacts(checkout, cname):
@@ -363,3 +380,13 @@ def test_build_sdk_image_save(tmp_path, docker_sdk):
     image_id = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", docker_sdk],
                               capture_output=True, text=True, check=True).stdout.strip()
     assert idf.read_text().strip() == image_id.removeprefix("sha256:")
+    # the image inside the ci-automation layout carries the stand-in name, never ghcr.io/flatcar
+    manifest = subprocess.run(["bash", "-c", 'zstd -dc -- "$1" | tar -xO manifest.json', "x", str(tarball)],
+                              capture_output=True, text=True, check=True).stdout
+    assert docker_sdk in manifest and "ghcr.io" not in manifest
+    listed = subprocess.run(["docker", "image", "ls", "--format", "{{.Repository}}", "ghcr.io/flatcar/flatcar-sdk-*"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    for repo in listed:  # a real SDK image may be there; a stand-in (our label) may not
+        label = subprocess.run(["docker", "image", "inspect", "--format", '{{index .Config.Labels "org.kiln.standin-sdk.hash"}}',
+                                repo + ":" + SDK_VERSION], capture_output=True, text=True, check=False).stdout.strip()
+        assert label in ("", "<no value>"), f"stand-in image tagged {repo}"

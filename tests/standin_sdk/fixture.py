@@ -22,6 +22,8 @@ from typing import Iterable, Optional, Sequence, Union
 STANDIN_DIR = Path(__file__).resolve().parent
 SCRIPTS_SRC = STANDIN_DIR / "scripts"
 DISK_SRC = STANDIN_DIR / "disk"
+OVERLAY_SRC = STANDIN_DIR / "overlay"
+OVERLAY_DEST = "sdk_container/src/third_party"
 DOCKERD_SH = STANDIN_DIR / "dockerd.sh"
 BUILD_SDK_IMAGE = STANDIN_DIR / "image" / "build-sdk-image.sh"
 
@@ -124,6 +126,10 @@ def _copy_tree(dest: Path) -> None:
             shutil.copytree(item, target, symlinks=True, dirs_exist_ok=True)
         else:
             shutil.copy2(item, target)
+    # The stand-in overlays at the real place (flatcar/scripts sdk_container/src/third_party/...)
+    overlay_dest = dest / OVERLAY_DEST
+    if OVERLAY_SRC.is_dir():
+        shutil.copytree(OVERLAY_SRC, overlay_dest, symlinks=True, dirs_exist_ok=True)
     disk_dest = dest / "build_library" / "standin_disk"
     if DISK_SRC.is_dir():
         shutil.copytree(DISK_SRC, disk_dest, symlinks=True, dirs_exist_ok=True)
@@ -192,8 +198,23 @@ def set_fail(checkout_dir: PathLike, steps: Union[str, Iterable[str], None]) -> 
     f.write_text("\n".join(steps) + "\n")
 
 
+def overlay_dir(checkout_dir: PathLike, repo: str = "coreos-overlay") -> Path:
+    """The checkout's overlay (coreos-overlay or portage-stable) as build_packages sees it."""
+    return Path(checkout_dir) / OVERLAY_DEST / repo
+
+
 def set_sleep(checkout_dir: PathLike, seconds: Optional[float]) -> None:
     f = Path(checkout_dir) / ".standin" / "sleep"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    if not seconds:
+        f.unlink(missing_ok=True)
+    else:
+        f.write_text(f"{seconds}\n")
+
+
+def set_pkg_build_seconds(checkout_dir: PathLike, seconds: Optional[float]) -> None:
+    """Every package the stand-in build_packages builds from source takes ``seconds`` (binary packages none)."""
+    f = Path(checkout_dir) / ".standin" / "pkg_build_seconds"
     f.parent.mkdir(parents=True, exist_ok=True)
     if not seconds:
         f.unlink(missing_ok=True)
@@ -223,8 +244,13 @@ def dockerd_stop() -> None:
     subprocess.run([str(DOCKERD_SH), "stop"], capture_output=True, check=False)
 
 
+# The stand-in images' repository prefix (build-sdk-image.sh): never ghcr.io/flatcar, so a real
+# run_sdk_container here cannot take a stand-in for the SDK; kiln gets it as sdk_registry / kiln_sdk_registry.
+STANDIN_REGISTRY = "kiln-standin.invalid"
+
+
 def sdk_image_name(flavour: str, sdk_version: str) -> str:
-    return f"ghcr.io/flatcar/flatcar-sdk-{flavour}:{sdk_version.replace('+', '-')}"
+    return f"{STANDIN_REGISTRY}/flatcar-sdk-{flavour}:{sdk_version.replace('+', '-')}"
 
 
 def ensure_sdk_image(flavour: str = "all", sdk_version: str = "4593.2.5",
@@ -235,8 +261,27 @@ def ensure_sdk_image(flavour: str = "all", sdk_version: str = "4593.2.5",
         cmd += ["--save", str(save_dir)]
     cmd += [flavour, sdk_version]
     env = dict(os.environ, KILN_VENDOR_DIR=str(vendor_scripts()))  # the image gets the real sdk_lib/90_env_keep
-    subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    with _image_lock():  # parallel test workers: one build/import/save of the image at a time
+        subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return sdk_image_name(flavour, sdk_version)
+
+
+class _image_lock:
+    """Exclusive flock on IMAGE_LOCK while build-sdk-image.sh runs (not the lock file that helpers put
+    around a whole pytest run, so a locked run does not wait for itself)."""
+
+    def __enter__(self):
+        import fcntl
+        self._fh = open(IMAGE_LOCK, "a")
+        fcntl.flock(self._fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()  # releases the lock
+        return False
+
+
+IMAGE_LOCK = os.environ.get("KILN_SDK_IMAGE_LOCK", "/tmp/kiln-sdk-image.lock")
 
 
 def remove_containers(name_prefix: str) -> None:

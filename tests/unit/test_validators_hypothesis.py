@@ -67,6 +67,7 @@ VALIDATORS = [
     ("ssh_option", v.ssh_option, CONTROL),
     ("git_ref", v.git_ref, SHELL | CONTROL),
     ("git_repo", v.git_repo, {"\n", "\r", "\0"}),
+    ("registry", v.registry, SHELL | CONTROL),
 ]
 VALIDATORS += [(name, getattr(v, name), SHELL | CONTROL) for name in sorted(set(dir(v)) - set(n for n, _f, _b in VALIDATORS))
                if name.endswith("_name") and callable(getattr(v, name)) and name not in ("file_name", "container_name")]

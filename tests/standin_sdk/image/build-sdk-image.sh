@@ -7,8 +7,12 @@
 #   <flavour>      all | amd64 | arm64
 #   <sdk_version>  e.g. 4593.2.5 or 4799.0.0+nightly-20260821-2100
 #
-# Result: image ghcr.io/flatcar/flatcar-sdk-<flavour>:<docker_vernum>
-# (<docker_vernum> = <sdk_version> with '+' replaced by '-').
+# Result: image kiln-standin.invalid/flatcar-sdk-<flavour>:<docker_vernum>
+# (<docker_vernum> = <sdk_version> with '+' replaced by '-').  Never the real
+# SDK's name ghcr.io/flatcar/...: a real run_sdk_container on this machine
+# would take a local stand-in for the SDK.  '.invalid' (RFC 2606) can never be
+# pulled; kiln reaches it through sdk_registry (run_sdk_container -C).  Old
+# ghcr.io/flatcar/flatcar-sdk-* tags carrying this script's label are removed.
 #
 # A debootstrap'ed bookworm rootfs is cached as a tarball under
 # ${KILN_TEST_CACHE:-/var/cache/kiln-test}; reruns only re-import it (or do
@@ -26,16 +30,18 @@
 # (.id = image ID without the "sha256:" prefix).
 set -euo pipefail
 
-REGISTRY="ghcr.io/flatcar"
+REGISTRY="kiln-standin.invalid"
+UPSTREAM_REGISTRY="ghcr.io/flatcar"
+LABEL="org.kiln.standin-sdk.hash"
 CACHE=${KILN_TEST_CACHE:-/var/cache/kiln-test}
 MIRROR=${KILN_TEST_DEBIAN_MIRROR:-}
 SUITE=bookworm
 # Bump when the rootfs customisation below changes.
-RECIPE_VERSION=4
+RECIPE_VERSION=5
 # Bump when the overlay added at import time changes.
 OVERLAY_VERSION=2
 INCLUDE=(
-    bash git ca-certificates sudo
+    bash git ca-certificates sudo curl
     gdisk fdisk mtools dosfstools e2fsprogs util-linux
     squashfs-tools erofs-utils qemu-utils
     bzip2 lbzip2 pigz gzip zstd xz-utils cpio tar zip unzip
@@ -68,6 +74,17 @@ docker_vernum=${sdk_version//+/-}
 image="${REGISTRY}/flatcar-sdk-${flavour}:${docker_vernum}"
 
 log() { echo "build-sdk-image: $*" >&2; }
+
+# Stand-in images that earlier versions of this script tagged with the real SDK's name: untag them
+# (only those with our label; a real SDK image pulled from ghcr.io is left alone).
+while read -r old; do
+    [[ -n ${old} ]] || continue
+    label=$(docker image inspect "${old}" --format "{{index .Config.Labels \"${LABEL}\"}}" 2>/dev/null || true)
+    if [[ -n ${label} && ${label} != "<no value>" ]]; then
+        log "removing stand-in tag ${old}"
+        docker rmi "${old}" >/dev/null
+    fi
+done < <(docker image ls --format '{{.Repository}}:{{.Tag}}' "${UPSTREAM_REGISTRY}/flatcar-sdk-*" 2>/dev/null || true)
 
 vendor=${KILN_VENDOR_DIR:-$(dirname "$(readlink -f "$0")")/../../../../shared/vendor}
 env_keep=""
@@ -128,7 +145,7 @@ fi
 
 env_keep_hash=$(sha256sum < "${env_keep}" | cut -c1-16)
 content_hash=$(printf '%s\n' "${recipe_hash}" "${flavour}" "${sdk_version}" "${env_keep_hash}" "${OVERLAY_VERSION}" | sha256sum | cut -c1-16)
-current=$(docker image inspect "${image}" --format '{{index .Config.Labels "org.kiln.standin-sdk.hash"}}' 2>/dev/null || true)
+current=$(docker image inspect "${image}" --format "{{index .Config.Labels \"${LABEL}\"}}" 2>/dev/null || true)
 if [[ ${current} == "${content_hash}" && ${force} -eq 0 ]]; then
     log "${image} is up to date"
 else
@@ -152,7 +169,7 @@ LSB
         ./etc/debian_chroot ./etc/sudoers.d/90_env_keep
     log "importing ${image}"
     docker import \
-        --change "LABEL org.kiln.standin-sdk.hash=${content_hash}" \
+        --change "LABEL ${LABEL}=${content_hash}" \
         --change "LABEL org.kiln.standin-sdk.flavour=${flavour}" \
         --change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
         --change "CMD [\"/bin/bash\"]" \
