@@ -1,6 +1,7 @@
 """execution-environment.yml (ansible-builder v3) resolves into a build context with the collection tarball that
-`make collection` builds, the collection's Python libraries (requirements.txt) and system programs (bindep.txt).
-Building the image itself needs a Python 3.12 base image (`make ee`), which this test does not pull."""
+`make collection` builds, the collection's Python libraries (requirements.txt) and system programs (bindep.txt),
+for the locally built base (hack/build-ee-base.sh: Debian's /usr/bin/python3, apt-get behind kiln-ee-pkgmgr).
+Building and running the image: tests/integration/test_execution_environment.py."""
 
 from __future__ import annotations
 
@@ -44,3 +45,27 @@ def test_builder_creates_the_context(tmp_path):
     pyreqs = (ctx / "_build" / "requirements.txt").read_text().split()
     assert "jmespath" in pyreqs and "docker" in pyreqs
     assert "openssh-client" in (ctx / "_build" / "bindep.txt").read_text()
+    # the base image's interpreter and package manager (hack/build-ee-base.sh), no ensurepip on Debian's python
+    assert 'ARG PYCMD="/usr/bin/python3"' in containerfile
+    assert 'ARG PKGMGR="/usr/local/bin/kiln-ee-pkgmgr"' in containerfile
+    assert "/output/scripts/pip_install" not in containerfile
+
+
+def test_base_image_script_provides_what_the_definition_names():
+    with open(os.path.join(REPO, "execution-environment.yml"), encoding="utf-8") as fh:
+        ee = yaml.safe_load(fh)
+    with open(os.path.join(REPO, "hack", "build-ee-base.sh"), encoding="utf-8") as fh:
+        script = fh.read()
+    assert ee["images"]["base_image"]["name"] == "kiln-ee-base:local" and "image=kiln-ee-base:local" in script
+    assert ee["options"]["package_manager_path"] == "/usr/local/bin/kiln-ee-pkgmgr"
+    assert '"${rootfs}/usr/local/bin/kiln-ee-pkgmgr"' in script
+    assert ee["dependencies"]["python_interpreter"]["python_path"] == "/usr/bin/python3"
+    assert "PIP_BREAK_SYSTEM_PACKAGES=1" in script
+    with open(os.path.join(REPO, "bindep.txt"), encoding="utf-8") as fh:
+        dpkg = [line.split()[0] for line in fh if "platform:dpkg" in line]
+    missing = [p for p in dpkg if p not in script.split("INCLUDE=(", 1)[1].split(")", 1)[0].split()]
+    assert not missing, "bindep packages not in the base (apt would fetch them at build time): %s" % missing
+    if shutil.which("shellcheck"):
+        out = subprocess.run(["shellcheck", os.path.join(REPO, "hack", "build-ee-base.sh")], capture_output=True,
+                             text=True, check=False)
+        assert out.returncode == 0, out.stdout
