@@ -152,6 +152,11 @@ EXAMPLES = r"""
         image: true
       - kind: kernel_config
         options: ["CONFIG_WIREGUARD=m", "CONFIG_DEBUG_INFO=n"]
+      - kind: files
+        src: /var/lib/kiln/mods/files/acme
+        dest: /usr/share/acme
+        name: acme-files
+        sysext: acme
   register: checkout
 """
 
@@ -207,13 +212,14 @@ mods:
 rebuild_atoms:
   description:
     - C(<category>/<name>) of every package the mods touch (ebuild and patch directories, packages named in C(use),
-      C(accept_keywords) and C(mask) entries, the kernel packages for C(kernel_config), C(coreos-base/coreos) when a
-      package is added to the image). Also kept in the checkout state, where M(kiln.flatcar.packages) reads it.
+      C(accept_keywords) and C(mask) entries, the kernel packages for C(kernel_config), the generated C(kiln-files/<name>)
+      of a C(files) mod, C(coreos-base/coreos) when a package is added to the image). Also kept in the checkout state,
+      where M(kiln.flatcar.packages) reads it.
   returned: success
   type: list
   elements: str
 sysext_packages:
-  description: For each sysext name given by an C(ebuild) mod's C(sysext), the packages to pass to M(kiln.flatcar.sysext).
+  description: For each sysext name given by an C(ebuild) or C(files) mod's C(sysext), the packages to pass to M(kiln.flatcar.sysext).
   returned: success
   type: dict
 state_path:

@@ -188,6 +188,28 @@ def test_atoms_from_paths():
     ({"kind": "accept_keywords", "entries": ["dev-lang/go ~am;d64"]}, "keyword"),
     ({"kind": "mask", "entries": [">=sys-apps/foo"]}, "not a package atom"),
     ({"kind": "mask", "entries": ["sys-apps/foo bar"]}, "one atom"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/etc/acme", "name": "acme", "image": True}, "under /usr/"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/usr", "name": "acme", "image": True}, "under /usr/"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "usr/share/acme", "name": "acme", "image": True}, "under /usr/"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/../../etc", "name": "acme", "image": True}, "'..'"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/$(id)", "name": "acme", "image": True}, "under /usr/"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/a b", "name": "acme", "image": True}, "under /usr/"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/x\ny", "name": "acme", "image": True}, "control characters"),
+    ({"kind": "files", "src": "{src}/hello", "dest": ["/usr/x"], "name": "acme", "image": True}, "is not a path"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/acme", "image": True}, "name None is not set"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/acme", "name": "a;b", "image": True}, "not a package name"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/acme", "name": "acme-1.0", "image": True}, "not a package name"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/acme", "name": "acme", "image": True, "sysext": "x"},
+     "image and sysext both set"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/acme", "name": "acme"}, "neither image nor sysext"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/acme", "name": "acme", "image": False}, "neither image nor sysext"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/acme", "name": "acme", "sysext": "a b"}, "sysext"),
+    ({"kind": "files", "src": "{src}/missing", "dest": "/usr/share/acme", "name": "acme", "image": True}, "is not a directory"),
+    ({"kind": "files", "src": "{src}/fix.patch", "dest": "/usr/share/acme", "name": "acme", "image": True}, "is not a directory"),
+    ({"kind": "files", "src": "{src}/empty", "dest": "/usr/share/acme", "name": "acme", "image": True}, "holds no files"),
+    ({"kind": "files", "src": "{src}/escape", "dest": "/usr/share/acme", "name": "acme", "image": True}, "symlink pointing out"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/acme", "name": "acme", "image": True, "category": "x"},
+     "unknown key 'category'"),
 ])
 def test_bad_mods_fail_with_one_line_naming_the_index(mod, needle, sources):
     os.makedirs(os.path.join(sources, "badname"))
@@ -196,6 +218,7 @@ def test_bad_mods_fail_with_one_line_naming_the_index(mod, needle, sources):
     write(os.path.join(sources, "escape", "esc-1.ebuild"), "")
     os.symlink("/etc/hostname", os.path.join(sources, "escape", "leak"))
     write(os.path.join(sources, "fix.txt"), "")
+    os.makedirs(os.path.join(sources, "empty", "sub"))
     if isinstance(mod, dict):
         mod = dict((k, v.replace("{src}", sources) if isinstance(v, str) else v) for k, v in mod.items())
     good = {"kind": "mask", "entries": ["app-misc/jq"]}
@@ -212,6 +235,127 @@ def test_validation_normalises_and_digests(sources):
     assert m.planned_atoms(mods) == ["app-misc/hello", "app-misc/jq", "coreos-base/coreos", "dev-lang/go", "net-misc/curl",
                                      "sys-apps/foo", "sys-kernel/coreos-kernel", "sys-kernel/coreos-modules"]
     assert all("files" not in x for x in m.summary(mods))
+
+
+# -- files mods: a generated package kiln-files/<name> installing a directory of files under /usr -------------------
+@pytest.fixture
+def payload(tmp_path):
+    src = tmp_path / "payload"
+    write(str(src / "acme.conf"), "level=1\n")
+    write(str(src / "bin" / "acme-run"), "#!/bin/sh\necho acme\n", 0o755)
+    write(str(src / "doc" / "README"), "read me\n", 0o600)
+    return str(src)
+
+
+def files_mod(src, **kw):
+    return dict({"kind": "files", "src": src, "dest": "/usr/share/acme", "name": "acme", "image": True}, **kw)
+
+
+def package_dir(checkout, name="acme"):
+    return os.path.join(checkout, m.OVERLAY, m.FILES_CATEGORY, name)
+
+
+def test_files_mod_generates_a_package_in_the_image_deterministically(upstream, payload, tmp_path):
+    mods = m.validate_mods([files_mod(payload)])
+    assert mods[0]["package"] == "kiln-files/acme" and mods[0]["dest"] == "/usr/share/acme"
+    assert mods[0]["files"] == [["acme.conf", mods[0]["files"][0][1], False], ["bin/acme-run", mods[0]["files"][1][1], True],
+                                ["doc/README", mods[0]["files"][2][1], False]]
+    results = [m.apply_mods(clone(upstream, str(tmp_path / name)), mods, git_for(str(tmp_path / name))) for name in ("a", "b")]
+    assert results[0]["commit"] == results[1]["commit"]
+    a = str(tmp_path / "a")
+    assert run_git(a, "status", "--porcelain").strip() == ""
+    assert "- files kiln-files/acme in /usr/share/acme (sha256 " in run_git(a, "log", "-1", "--format=%B")
+    assert results[0]["rebuild_atoms"] == ["coreos-base/coreos", "kiln-files/acme"]
+    assert results[0]["sysext_packages"] == {}
+    assert m.planned_atoms(mods) == results[0]["rebuild_atoms"]
+    pkg = package_dir(a)
+    assert sorted(os.listdir(pkg)) == ["acme-1.ebuild", "files"]
+    ebuild = open(os.path.join(pkg, "acme-1.ebuild")).read()
+    assert ebuild == m.files_ebuild(mods[0])
+    for line in ('EAPI=8', 'SLOT="0"', 'KEYWORDS="amd64 arm64"', 'LICENSE="metapackage"', 'S="${WORKDIR}"',
+                 '\tmkdir -p "${D}/usr/share/acme"', '\tcp -R "${FILESDIR}/src/." "${D}/usr/share/acme/"'):
+        assert line + "\n" in ebuild, line
+    assert 'DESCRIPTION="Files of the kiln files mod acme, installed in /usr/share/acme"' in ebuild
+    src = os.path.join(pkg, "files", "src")
+    assert open(os.path.join(src, "acme.conf")).read() == "level=1\n"
+    assert open(os.path.join(src, "doc", "README")).read() == "read me\n"
+    assert os.access(os.path.join(src, "bin", "acme-run"), os.X_OK)
+    assert not os.access(os.path.join(src, "acme.conf"), os.X_OK)
+    assert run_git(a, "ls-files", "-s", "--", m.OVERLAY + "/kiln-files/acme/files/src/bin/acme-run").startswith("100755 ")
+    assert "\tkiln-files/acme\n" in open(os.path.join(a, m.OVERLAY, "coreos-base/coreos/coreos-0.0.1.ebuild")).read()
+    # the upstream fixture has no profiles/categories: none is created
+    assert not os.path.exists(os.path.join(a, m.CATEGORIES_FILE))
+    # changed content, or a changed exec bit, changes the digest and the commit
+    write(os.path.join(payload, "acme.conf"), "level=2\n")
+    changed = m.validate_mods([files_mod(payload)])
+    assert changed[0]["sha256"] != mods[0]["sha256"]
+    c = m.apply_mods(clone(upstream, str(tmp_path / "c")), changed, git_for(str(tmp_path / "c")))
+    assert c["commit"] != results[0]["commit"]
+    os.chmod(os.path.join(payload, "doc", "README"), 0o700)
+    assert m.validate_mods([files_mod(payload)])[0]["sha256"] != changed[0]["sha256"]
+
+
+def test_files_mod_digest_covers_contents_and_keys(payload):
+    first = m.validate_mods([files_mod(payload)])[0]
+    assert m.validate_mods([files_mod(payload)])[0]["sha256"] == first["sha256"]
+    # the same files elsewhere on the builder: the same digest (src itself is not part of it)
+    other = os.path.join(os.path.dirname(payload), "copy")
+    subprocess.run(["cp", "-a", payload, other], check=True)
+    assert m.validate_mods([files_mod(other)])[0]["sha256"] == first["sha256"]
+    assert m.validate_mods([files_mod(payload, dest="/usr/share/acme/")])[0]["sha256"] == first["sha256"]  # normalised
+    digests = {m.validate_mods([files_mod(payload, **kw)])[0]["sha256"]
+               for kw in ({"dest": "/usr/lib/acme"}, {"name": "acme2"}, {"image": False, "sysext": "tools"})}
+    assert len(digests) == 3 and first["sha256"] not in digests
+    with pytest.raises(m.ModsError, match=r"^mods\[1\] \(files\): name 'acme' is already the name of mods\[0\]"):
+        m.validate_mods([files_mod(payload), files_mod(payload, dest="/usr/lib/acme")])
+    assert m.summary([first]) == [{"kind": "files", "src": payload, "package": "kiln-files/acme", "dest": "/usr/share/acme",
+                                   "image": True, "sha256": first["sha256"]}]
+
+
+def test_files_mod_into_a_sysext_and_the_categories_file(upstream, payload, tmp_path):
+    work = clone(upstream, str(tmp_path / "w"))
+    write(os.path.join(work, m.CATEGORIES_FILE), "coreos-base\nsys-apps")  # no newline at the end
+    run_git(work, "add", "-A")
+    run_git(work, "commit", "-q", "-m", "categories")
+    meta = open(os.path.join(work, m.OVERLAY, "coreos-base/coreos/coreos-0.0.1.ebuild")).read()
+    mods = m.validate_mods([files_mod(payload, image=False, sysext="tools"),
+                            files_mod(payload, name="acme-extra", dest="/usr/lib/acme", sysext="tools", image=False),
+                            files_mod(payload, name="other", sysext="more", image=False)])
+    res = m.apply_mods(work, mods, git_for(work))
+    assert res["sysext_packages"] == {"more": ["kiln-files/other"], "tools": ["kiln-files/acme", "kiln-files/acme-extra"]}
+    assert res["rebuild_atoms"] == ["kiln-files/acme", "kiln-files/acme-extra", "kiln-files/other"]
+    assert open(os.path.join(work, m.OVERLAY, "coreos-base/coreos/coreos-0.0.1.ebuild")).read() == meta
+    assert open(os.path.join(work, m.CATEGORIES_FILE)).read() == "coreos-base\nsys-apps\nkiln-files\n"
+    assert m.CATEGORIES_FILE in res["changed_paths"]
+    assert 'mkdir -p "${D}/usr/lib/acme"' in open(os.path.join(package_dir(work, "acme-extra"), "acme-extra-1.ebuild")).read()
+    # applied again on top (a later build on the same checkout): the category is not added twice, a file dropped
+    # from src is dropped from the package
+    os.remove(os.path.join(payload, "doc", "README"))
+    again = m.apply_mods(work, m.validate_mods([files_mod(payload, image=False, sysext="tools")]), git_for(work))
+    assert open(os.path.join(work, m.CATEGORIES_FILE)).read() == "coreos-base\nsys-apps\nkiln-files\n"
+    assert again["changed_paths"] == [m.OVERLAY + "/kiln-files/acme/files/src/doc/README"]
+    assert not os.path.exists(os.path.join(package_dir(work), "files", "src", "doc"))
+    assert m.atoms_from_paths(again["changed_paths"]) == ["kiln-files/acme"]
+
+
+@pytest.mark.parametrize("shell", ["bash", "sh"])
+def test_files_ebuild_src_install_installs_the_files(upstream, payload, tmp_path, shell):
+    """The generated src_install as the stand-in SDK (and portage) run it: sourced, with D, FILESDIR, S set."""
+    work = clone(upstream, str(tmp_path / "w"))
+    os.chmod(os.path.join(payload, "doc"), 0o700)
+    m.apply_mods(work, m.validate_mods([files_mod(payload)]), git_for(work))
+    pkg = package_dir(work)
+    image = str(tmp_path / "image")
+    env = dict(os.environ, D=image, FILESDIR=os.path.join(pkg, "files"), WORKDIR=str(tmp_path), PN="acme", PF="acme-1",
+               CATEGORY="kiln-files", EBUILD=os.path.join(pkg, "acme-1.ebuild"))
+    subprocess.run([shell, "-c", 'set -e; umask 077; . "$EBUILD"; cd "$S"; src_install'], env=env, check=True, cwd=str(tmp_path))
+    dest = os.path.join(image, "usr/share/acme")
+    found = sorted(os.path.relpath(os.path.join(d, f), dest) for d, _dirs, files in os.walk(dest) for f in files)
+    assert found == ["acme.conf", "bin/acme-run", "doc/README"]
+    assert open(os.path.join(dest, "bin/acme-run")).read() == "#!/bin/sh\necho acme\n"
+    mode = dict((rel, os.stat(os.path.join(dest, rel)).st_mode & 0o777) for rel in found + ["doc"])
+    assert mode == {"acme.conf": 0o644, "bin/acme-run": 0o755, "doc/README": 0o644, "doc": 0o755}
+    assert subprocess.run([os.path.join(dest, "bin/acme-run")], capture_output=True, text=True, check=False).stdout == "acme\n"
 
 
 EMERGE_LOG = """\
