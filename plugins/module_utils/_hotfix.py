@@ -7,8 +7,10 @@
 """Hotfix planning: what a hotfix of a released version pins, and which version it gets.
 
 A hotfix of release ``R`` (a FLATCAR_VERSION kiln built, e.g. ``4593.2.5``) is ``R+hotfix-<n>``: the build id
-``hotfix-<n>`` (``<build id>+hotfix-<n>`` when ``R`` has one), ``n`` one more than the highest ``n`` any known
-version uses, so a published (or merely built) hotfix version is never reused.
+``hotfix-<n>``; when ``R`` has a build id ``B`` (``4593.2.5+B``) the hotfix is ``R-hotfix-<n>`` (build id
+``B-hotfix-<n>``): one ``+`` only, so the version stays valid SemVer build metadata (Nebraska and update clients
+compare versions), a Docker-safe suffix and a word for the SDK's disk tools. ``n`` is one more than the highest
+``n`` any known version uses, so a published (or merely built) hotfix version is never reused.
 
 The release's build record is the source of truth for what the hotfix pins (:func:`pins`): the scripts
 repository and base commit (before the release's patches), the release's patches (each must still have the
@@ -34,12 +36,14 @@ def hotfix_build_id(release_build_id, n):
     """FLATCAR_BUILD_ID of hotfix ``n`` of a release whose build id is ``release_build_id`` ('' for none)."""
     if not isinstance(n, int) or not 0 < n <= MAX_HOTFIX:
         raise HotfixError("hotfix number %r is out of range 1..%d" % (n, MAX_HOTFIX))
-    return ("%s+hotfix-%d" % (release_build_id, n)) if release_build_id else "hotfix-%d" % n
+    return ("%s-hotfix-%d" % (release_build_id, n)) if release_build_id else "hotfix-%d" % n
 
 
 def hotfix_number(release, version):
-    """``n`` when ``version`` is ``<release>+hotfix-<n>``, else None."""
-    m = re.match(re.escape(release) + r"\+hotfix-([1-9][0-9]{0,5})\Z", version or "")
+    """``n`` when ``version`` is hotfix ``n`` of ``release`` (``<release>+hotfix-<n>``, or ``<release>-hotfix-<n>``
+    when the release has a build id), else None."""
+    sep = r"-" if "+" in (release or "") else r"\+"
+    m = re.match(re.escape(release) + sep + r"hotfix-([1-9][0-9]{0,5})\Z", version or "")
     return int(m.group(1)) if m else None
 
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -63,6 +64,7 @@ def make_fleet_vars(fleet, origin, fid):
         "kiln_ref": "stable-" + SDK_VERSION,
         "kiln_build_id": "kiln-1",
         "kiln_sdk_flavour": "all",
+        "kiln_sdk_registry": sdk.STANDIN_REGISTRY,  # the stand-in images never carry ghcr.io/flatcar
         "kiln_image_types": ["prod"],
         "kiln_vm_formats": [],
         "kiln_boot_check_firmware": ["uefi"],
@@ -426,6 +428,49 @@ def test_second_full_run_changes_nothing(env):
     assert res.returncode == 0, res.stdout[-8000:]
     assert fs_changes(snap, fs_snapshot(roots)) == []
     assert package_identity(nebraska_packages(fleet)) == package_identity(before)
+
+
+KILN = shutil.which("kiln", path=os.path.dirname(sys.executable))
+
+
+def kiln(fleet, *args, timeout=1500):
+    """The kiln command (cli/, over ansible-runner) in the fleet's controller namespace, as an operator runs it."""
+    return fleet.run_controller([KILN, *args], env={"ANSIBLE_COLLECTIONS_PATH": ensure_collection_path()}, timeout=timeout)
+
+
+@pytest.mark.skipif(KILN is None, reason="the kiln command is not installed in the venv: make venv")
+def test_kiln_cli_plan_release_status_report(env):
+    """Issue 13 item 4 on the fleet: kiln plan (nothing to do) -> kiln release -> kiln status -> kiln report."""
+    fleet = env["fleet"]
+    runs = str(env["work"] / "kiln-runs")
+    inv = str(fleet.inventory)
+    pvars = ["--", "-e", "@%s" % (fleet.workdir / "pipeline-vars.json")]
+    res = kiln(fleet, "plan", "-i", inv, "--json", "--runs-dir", runs, *pvars)
+    assert res.returncode == 0, (res.stdout[-4000:], res.stderr[-4000:])
+    events = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+    end = events[-1]
+    assert end["event"] == "end" and end["exit_code"] == 0, end
+    staged = [s for s in end["plan"] if s["stage"]]
+    assert {s["board"] for s in staged} >= {"amd64-usr", "arm64-usr"}, end["plan"]
+    assert not any(s["changed"] for s in end["plan"]), [s for s in end["plan"] if s["changed"]]
+    assert any(e.get("host") == "b-arm64" for e in events[:-1]), events[:5]   # progress records per host
+
+    res = kiln(fleet, "release", "-i", inv, "--output", "lines", "--runs-dir", runs, *pvars)
+    assert res.returncode == 0, (res.stdout[-4000:], res.stderr[-4000:])
+    assert re.search(r"^kiln release: ok \(exit 0\) in .*; report: kiln report \S+-release$", res.stdout, re.M), res.stdout[-3000:]
+    assert re.search(r"^\[ *[0-9ms]+\] b-amd64 ", res.stdout, re.M), res.stdout[:3000]
+
+    res = kiln(fleet, "status", "-i", inv, "--json", *pvars, timeout=300)
+    assert res.returncode == 0, (res.stdout[-4000:], res.stderr[-4000:])
+    table = json.loads(res.stdout)["stages"]
+    for board, host in (("amd64-usr", "b-amd64"), ("arm64-usr", "b-arm64")):
+        mine = [r for r in table if r["host"] == host and r["board"] == board and r["version"] == VERSION]
+        assert mine and {"packages", "image"} <= {r["stage"] for r in mine}, table
+        assert all(r["status"] == "passed" for r in mine if r["stage"] in ("packages", "image")), mine
+
+    res = kiln(fleet, "report", "latest", "--format", "md", "--runs-dir", runs, timeout=120)
+    assert res.returncode == 0, (res.stdout[-4000:], res.stderr[-4000:])
+    assert "amd64-usr" in res.stdout and "arm64-usr" in res.stdout and VERSION in res.stdout, res.stdout[:3000]
 
 
 def _images(d):

@@ -36,7 +36,7 @@ def _release(root, patch=None, version=RELEASE, packages=True):
     return path
 
 
-@pytest.mark.parametrize("bid,n,want", [("", 1, "hotfix-1"), ("", 12, "hotfix-12"), ("kiln-1", 2, "kiln-1+hotfix-2")])
+@pytest.mark.parametrize("bid,n,want", [("", 1, "hotfix-1"), ("", 12, "hotfix-12"), ("kiln-1", 2, "kiln-1-hotfix-2")])
 def test_build_id(bid, n, want):
     assert h.hotfix_build_id(bid, n) == want
 
@@ -52,7 +52,7 @@ def test_next_number_skips_every_known_hotfix():
              "4593.2.5+hotfix-01", "4593.2.5+hotfix-2+x", "4593.2.6+hotfix-7"]
     assert h.next_number(RELEASE, known) == 4
     assert h.next_number(RELEASE, []) == 1
-    assert h.next_number("4593.2.5+kiln-1", ["4593.2.5+kiln-1+hotfix-5", "4593.2.5+hotfix-8"]) == 6
+    assert h.next_number("4593.2.5+kiln-1", ["4593.2.5+kiln-1-hotfix-5", "4593.2.5+hotfix-8", "4593.2.5+kiln-1+hotfix-9"]) == 6
 
 
 def test_plan_pins_the_release(tmp_path):
