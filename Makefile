@@ -33,7 +33,10 @@ $(VENV)/.kiln-venv-ok: requirements-dev.txt cli/pyproject.toml
 	hack/seed-ansible-test-pip.sh $(PY)
 	touch $@
 
-test: venv sanity lint unit integration
+# sanity, lint and unit two at a time (output kept per target), then the integration tests
+test: venv collection-path
+	$(MAKE) --no-print-directory -j2 --output-sync=target sanity lint unit
+	$(MAKE) --no-print-directory integration
 
 collection-path:
 	$(PY) -c 'import sys; sys.path.insert(0, "tests"); import kiln_testlib; kiln_testlib.ensure_collection_path()'
@@ -49,9 +52,14 @@ unit: venv collection-path
 	$(PY) -m pytest tests/unit -q -rs -n auto --dist loadfile $(PYTEST_ARGS)
 	@head -1 "$${TMPDIR:-/tmp}/kiln-bad-input-summary.txt" 2>/dev/null || true
 
+# Integration files run in parallel (pytest-xdist): one xdist group per file, files that must not overlap share a
+# group (tests/integration/conftest.py, docs/performance.md "Test-suite time"), heaviest groups first.
+# KILN_INTEGRATION_WORKERS=0 runs them serially, as before.
+KILN_INTEGRATION_WORKERS ?= 2
+XDIST_ARGS = $(if $(filter 0,$(KILN_INTEGRATION_WORKERS)),-x,-n $(KILN_INTEGRATION_WORKERS) --dist loadgroup --no-loadscope-reorder --maxfail=1)
 integration: venv collection-path
 	$(SUDO) env PATH="$(PATH)" ANSIBLE_COLLECTIONS_PATH="$(ANSIBLE_COLLECTIONS_PATH)" KILN_VENDOR_DIR="$(KILN_VENDOR_DIR)" \
-	  $(PY) -m pytest tests/integration -q -x -rs --durations=15 $(PYTEST_ARGS)
+	  $(PY) -m pytest tests/integration -q -rs --durations=10 $(XDIST_ARGS) $(PYTEST_ARGS)
 
 # make test-fast: sanity, lint, unit and the fastest integration files (each under ~20 s, about 1 min
 # together, by `--durations` on 2 cores; no QEMU boot, no stand-in SDK container), two at a time (sanity
@@ -93,10 +101,14 @@ bench: venv collection-path
 sdk-contract: venv
 	@test -f "$(KILN_VENDOR_DIR)/flatcar-scripts/run_sdk_container" || { echo "no flatcar/scripts at $(KILN_VENDOR_DIR)/flatcar-scripts: make sdk-contract KILN_VENDOR_DIR=/path"; exit 1; }
 	$(PY) hack/sdk-contract.py -o tests/sdk_contract "$(KILN_VENDOR_DIR)/flatcar-scripts"
-# Execution environment for AWX / AAP (docs/awx.md). KILN_EE_BASE: a base image with Python >= 3.12 and pip,
-# present in the local engine (or pullable, e.g. KILN_EE_BASE=python:3.12-slim-bookworm).
+# Execution environment for AWX / AAP (docs/awx.md). ee-base: kiln-ee-base:local, a debootstrap'ed Debian trixie
+# (Python 3.13) imported into the local Docker engine, no registry pull (rebuilt only when hack/build-ee-base.sh
+# changes). KILN_EE_BASE: another base image (then ee-base is not built). The build steps use the host's network
+# (pip reaches PyPI the way the host does; the engine's bridge needs IP forwarding, which the host may not allow).
 KILN_EE_BASE ?= kiln-ee-base:local
-.PHONY: ee
-ee: collection
+.PHONY: ee ee-base
+ee-base:
+	$(SUDO) hack/build-ee-base.sh kiln-ee-base:local
+ee: collection $(if $(filter kiln-ee-base:local,$(KILN_EE_BASE)),ee-base)
 	$(VENV)/bin/ansible-builder build -f execution-environment.yml -c build/ee -t kiln-flatcar-ee:latest \
-	  --container-runtime docker --build-arg EE_BASE_IMAGE=$(KILN_EE_BASE)
+	  --container-runtime docker --build-arg EE_BASE_IMAGE=$(KILN_EE_BASE) --extra-build-cli-args=--network=host
