@@ -12,7 +12,7 @@ LIST=$(mktemp)
 trap 'rm -f "$LIST"' EXIT
 git ls-files -co --exclude-standard | sort > "$LIST"
 cd "$DEST"
-find . -path ./tests/output -prune -o -path ./.git -prune -o -type f -printf '%P\n' | sort | comm -23 - "$LIST" |
+find . -path ./tests/output -prune -o -path ./.git -prune -o \( -type f -o -type l \) -printf '%P\n' | sort | comm -23 - "$LIST" |
     while IFS= read -r stale; do rm -f -- "$stale"; done
 git init -q 2>/dev/null || true
 echo "$DEST"

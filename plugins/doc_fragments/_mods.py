@@ -34,7 +34,7 @@ options:
       - C(kind=accept_keywords) C(entries) (C(<atom> [keyword ...])) for C(profiles/coreos/base/package.accept_keywords);
         C(kind=mask) C(entries) (one atom each) for C(profiles/coreos/targets/generic/package.mask).
       - C(kind=files) C(src) (a directory of files), C(dest) (a directory under C(/usr/) in the image), C(name) and
-        either C(image=true) or C(sysext=<name>): a package C(kiln-files/<name>-1) is generated in coreos-overlay that
+        either C(image=true) or C(sysext=<name>); a package C(kiln-files/<name>-1) is generated in coreos-overlay that
         installs the files at C(dest) (root-owned, modes 0755/0644), built from source whenever the files change.
     type: list
     elements: dict

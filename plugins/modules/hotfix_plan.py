@@ -15,7 +15,7 @@ description:
     was built from, the release's patches (each must still have the sha256 the release recorded) and mods, its SDK
     version and the flags of its packages and image stages - and the hotfix version.
   - The hotfix version is C(<release>+hotfix-<n>) (C(<release>-hotfix-<n>), build id C(<release build id>-hotfix-<n>), for a
-    release with a build id: one C(+) only, valid SemVer build metadata),
+    release with a build id; one C(+) only, valid SemVer build metadata),
     C(n) one more than the highest hotfix number among the versions recorded on this host and O(known_versions)
     (e.g. the versions on the mirror and in Nebraska), so a published or built version is never reused. Run it on
     every builder and take the highest RV(next_number) for all architectures.

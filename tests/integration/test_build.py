@@ -170,8 +170,8 @@ def test_build_check_first_run_rerun_and_input_change(env):
     # a failed step: one line, its stage failed, earlier stages and their outputs intact
     sdk.set_fail(checkout, "build_image")
     try:
-        res, run = run_module("kiln.flatcar.image", {"scripts_dir": str(checkout), "board": "amd64-usr", "force": True,
-                                                  "sdk_registry": sdk.STANDIN_REGISTRY})
+        res, run = run_module("kiln.flatcar.image", {
+            "scripts_dir": str(checkout), "board": "amd64-usr", "force": True, "sdk_registry": sdk.STANDIN_REGISTRY})
     finally:
         sdk.set_fail(checkout, None)
     assert res.get("failed") and "\n" not in res["msg"]
