@@ -204,8 +204,9 @@ def test_second_hotfix_gets_the_next_number(hf):
 
 def test_rollback_points_the_channel_back_and_is_recorded(hf):
     fleet = hf["fleet"]
-    args = ["-e", "kiln_rollback_from=" + HOTFIX2, "-e", "kiln_rollback_to=" + RELEASE, "-e", "kiln_rollback_channel=stable",
-            "-e", "kiln_rollback_reason=INC-1: hotfix-b breaks updates"]
+    # the reason has spaces: one JSON -e (key=value would end it at the first space), as `kiln rollback` passes it
+    args = ["-e", json.dumps({"kiln_rollback_from": HOTFIX2, "kiln_rollback_to": RELEASE, "kiln_rollback_channel": "stable",
+                              "kiln_rollback_reason": "INC-1: hotfix-b breaks updates"})]
     res = play(fleet, ROLLBACK, "--check", *args)
     assert res.returncode == 0, res.stdout[-8000:]
     assert channel(fleet, "stable") == {1: HOTFIX2, 2: HOTFIX2}  # check mode moved nothing
