@@ -44,14 +44,8 @@ def cache(tmp_path_factory):
     """A build cache with containers/<ver>/flatcar-sdk-amd64-<ver>.tar.zst and .id of a one-file image."""
     _need_docker()
     root = tmp_path_factory.mktemp("engine-cache")
-    rootfs = io.BytesIO()
-    with tarfile.open(fileobj=rootfs, mode="w") as tar:
-        data = b"kiln engine api test\n"
-        info = tarfile.TarInfo("kiln.txt")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
     docker("rmi", "-f", REF)
-    imp = subprocess.run(["docker", "import", "-", REF], input=rootfs.getvalue(), capture_output=True, check=False)
+    imp = subprocess.run(["docker", "import", "-", REF], input=_rootfs(b"kiln engine api test\n"), capture_output=True, check=False)
     assert imp.returncode == 0, imp.stderr
     image_id = docker("image", "inspect", "--format", "{{.Id}}", REF).stdout.strip()
     d = root / "containers" / VERSION
@@ -121,7 +115,7 @@ def test_upstream_tarball_is_tagged_with_the_custom_name(tmp_path, api):
     version = "0.0.%d" % (1 if api == "sdk" else 2)
     upstream, ours = f"ghcr.io/flatcar/flatcar-sdk-amd64:{version}", f"{REGISTRY}/flatcar-sdk-amd64:{version}"
     try:
-        imp = subprocess.run(["docker", "import", "-", upstream], input=_rootfs(), capture_output=True, check=False)
+        imp = subprocess.run(["docker", "import", "-", upstream], input=_rootfs(b"kiln upstream-name test\n"), capture_output=True, check=False)
         assert imp.returncode == 0, imp.stderr
         image_id = docker("image", "inspect", "--format", "{{.Id}}", upstream).stdout.strip()
         d = tmp_path / "containers" / version
@@ -136,10 +130,10 @@ def test_upstream_tarball_is_tagged_with_the_custom_name(tmp_path, api):
         docker("rmi", "-f", upstream, ours)
 
 
-def _rootfs():
+def _rootfs(data):
+    """A one-file rootfs tarball (kiln.txt holding ``data``) for docker import."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        data = b"kiln upstream-name test\n"
         info = tarfile.TarInfo("kiln.txt")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))

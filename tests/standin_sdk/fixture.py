@@ -203,23 +203,24 @@ def overlay_dir(checkout_dir: PathLike, repo: str = "coreos-overlay") -> Path:
     return Path(checkout_dir) / OVERLAY_DEST / repo
 
 
-def set_sleep(checkout_dir: PathLike, seconds: Optional[float]) -> None:
-    f = Path(checkout_dir) / ".standin" / "sleep"
+def _set_seconds(checkout_dir: PathLike, name: str, seconds: Optional[float]) -> None:
+    """Write (or, for 0/None, remove) the control file ``.standin/<name>`` holding ``seconds``."""
+    f = Path(checkout_dir) / ".standin" / name
     f.parent.mkdir(parents=True, exist_ok=True)
     if not seconds:
         f.unlink(missing_ok=True)
     else:
         f.write_text(f"{seconds}\n")
+
+
+def set_sleep(checkout_dir: PathLike, seconds: Optional[float]) -> None:
+    """Every stand-in SDK step sleeps ``seconds`` first."""
+    _set_seconds(checkout_dir, "sleep", seconds)
 
 
 def set_pkg_build_seconds(checkout_dir: PathLike, seconds: Optional[float]) -> None:
     """Every package the stand-in build_packages builds from source takes ``seconds`` (binary packages none)."""
-    f = Path(checkout_dir) / ".standin" / "pkg_build_seconds"
-    f.parent.mkdir(parents=True, exist_ok=True)
-    if not seconds:
-        f.unlink(missing_ok=True)
-    else:
-        f.write_text(f"{seconds}\n")
+    _set_seconds(checkout_dir, "pkg_build_seconds", seconds)
 
 
 # ---------------------------------------------------------------- docker ---
