@@ -81,6 +81,14 @@ options:
         description: Base64 SHA-256.
         type: str
         required: true
+  payloads:
+    description:
+      - The signed payloads as M(kiln.flatcar.update_payload) returns them (RV(kiln.flatcar.update_payload#module:payloads))
+        or the C(payload) stage of a build record holds them (C(details.payloads[])), from any host. The entry named
+        O(filename) is the payload; extension payloads C(oem-*.gz)/C(flatcar-*.gz) become C(extra_files).
+      - Alternative to O(payload_path), O(payload) and O(record_path). An empty list fails (the version has no signed payload).
+    type: list
+    elements: dict
   record_path:
     description:
       - Build record on this host. Size and hashes come from the C(payload) stage details (C(details.payloads[]) as
@@ -338,6 +346,27 @@ class Nebraska:
         return self.pages("channels")
 
 
+def from_payload_list(module, listed, where):
+    """(payload, extra_files) from kiln.flatcar.update_payload's list of
+    {name, size, sha1_base64, sha256_base64, sha256_hex}: the entry named ``filename`` and the extension payloads."""
+    filename = module.params["filename"]
+    main = [pl for pl in listed if pl.get("name") == filename]
+    if not main:
+        module.fail_json(msg="%s has no payload named %s" % (where, filename))
+    payload = {"size": size_of(module, main[0].get("size"), "%s: size of %s" % (where, filename)),
+               "sha1_b64": main[0].get("sha1_base64"), "sha256_b64": main[0].get("sha256_base64")}
+    extra = []
+    for pl in listed:
+        name = pl.get("name") if isinstance(pl.get("name"), str) else ""
+        if name != filename and re.match(r"^(oem|flatcar)-[A-Za-z0-9._+-]+\.gz\Z", name):
+            digest = pl.get("sha256_hex")
+            if not isinstance(digest, str) or not re.match(r"^[0-9a-f]{64}\Z", digest):
+                module.fail_json(msg="%s: %s has no valid sha256_hex" % (where, name))
+            extra.append({"name": name, "size": size_of(module, pl.get("size"), "%s: size of %s" % (where, name)),
+                          "sha1_b64": pl.get("sha1_base64"), "sha256_hex": digest})
+    return payload, extra
+
+
 def wanted_package(module):
     p = module.params
     payload = None
@@ -347,6 +376,10 @@ def wanted_package(module):
     elif p["payload"]:
         payload = dict(p["payload"])
         payload["size"] = size_of(module, payload["size"], "payload size")
+    elif p["payloads"] is not None:
+        if not p["payloads"]:
+            module.fail_json(msg="payloads is empty: that version has no signed update payload (run kiln.flatcar.update_payload)")
+        payload, extra = from_payload_list(module, p["payloads"], "payloads")
     elif p["record_path"]:
         location = locate(p["record_path"])
         with Stage(module, None, location, writes=False) as reader:
@@ -358,20 +391,7 @@ def wanted_package(module):
         payloads = d.get("payloads") if isinstance(d.get("payloads"), list) else []
         listed = [pl for pl in payloads if isinstance(pl, dict)]
         if listed:
-            # kiln.flatcar.update_payload: details.payloads[] = {name, size, sha1_base64, sha256_base64, sha256_hex}
-            main = [pl for pl in listed if pl.get("name") == p["filename"]]
-            if not main:
-                module.fail_json(msg="%s has no payload named %s" % (where, p["filename"]))
-            payload = {"size": size_of(module, main[0].get("size"), "%s: size of %s" % (where, p["filename"])),
-                       "sha1_b64": main[0].get("sha1_base64"), "sha256_b64": main[0].get("sha256_base64")}
-            for pl in listed:
-                name = pl.get("name") if isinstance(pl.get("name"), str) else ""
-                if name != p["filename"] and re.match(r"^(oem|flatcar)-[A-Za-z0-9._+-]+\.gz\Z", name):
-                    digest = pl.get("sha256_hex")
-                    if not isinstance(digest, str) or not re.match(r"^[0-9a-f]{64}\Z", digest):
-                        module.fail_json(msg="%s: %s has no valid sha256_hex" % (where, name))
-                    extra.append({"name": name, "size": size_of(module, pl.get("size"), "%s: size of %s" % (where, name)),
-                                  "sha1_b64": pl.get("sha1_base64"), "sha256_hex": digest})
+            payload, extra = from_payload_list(module, listed, where)
         else:
             missing = [k for k in ("size", "sha1_b64", "sha256_b64") if k not in d]
             if missing:
@@ -386,7 +406,7 @@ def wanted_package(module):
                         module.fail_json(msg="%s: %s" % (where, exc))
                     extra.append(file_identity(module, path, "extension payload"))
     else:
-        module.fail_json(msg="give payload_path, payload or record_path for the payload's size and hashes")
+        module.fail_json(msg="give payload_path, payload, payloads or record_path for the payload's size and hashes")
     for item in p["extra_files"]:
         if item.get("path"):
             extra.append(file_identity(module, item["path"], "extra_files path"))
@@ -537,6 +557,7 @@ def main():
             payload_path=dict(type="path"),
             payload=dict(type="dict", options=dict(size=dict(type="int", required=True), sha1_b64=dict(type="str", required=True),
                                                    sha256_b64=dict(type="str", required=True))),
+            payloads=dict(type="list", elements="dict"),
             record_path=dict(type="path"),
             extra_files=dict(type="list", elements="dict", default=[], options=dict(
                 path=dict(type="path"), name=dict(type="str"), size=dict(type="int"), sha1_b64=dict(type="str"),
@@ -550,7 +571,7 @@ def main():
             validate_certs=dict(type="bool", default=True),
             timeout=dict(type="int", default=30),
         ),
-        mutually_exclusive=[("payload_path", "payload", "record_path")],
+        mutually_exclusive=[("payload_path", "payload", "payloads", "record_path")],
         supports_check_mode=True,
     )
     p = module.params

@@ -170,3 +170,15 @@ def test_register_from_build_record(stub, tmp_path):
     assert res["package"]["hash"] == base64.b64encode(hashlib.sha1(data).digest()).decode()
     assert [f["name"] for f in res["package"]["extra_files"]] == ["oem-azure.gz"]
     assert res["package"]["extra_files"][0]["hash256"] == "ab" * 32
+
+    # the same list handed over directly (what the pipeline and rollback.yml do from the controller): the same package
+    listed = json.load(open(rp))["stages"]["payload"]["details"]["payloads"]
+    res2, run = run_module("kiln.flatcar.nebraska_package", {
+        "url": stub.url, "token": TOKEN, "version": "4700.0.0", "arch": "arm64", "payloads": listed,
+        "package_url": "http://m/update/arm64-usr/4700.0.0/", "channel": "stable"})
+    assert run.rc == 0 and res2["changed"] is False, res2
+    assert res2["package"]["hash"] == res["package"]["hash"] and res2["package"]["extra_files"] == res["package"]["extra_files"]
+    res3, run = run_module("kiln.flatcar.nebraska_package", {
+        "url": stub.url, "token": TOKEN, "version": "4700.0.1", "arch": "arm64", "payloads": [],
+        "package_url": "http://m/update/arm64-usr/4700.0.1/"})
+    assert run.rc != 0 and res3["msg"].startswith("payloads is empty"), res3

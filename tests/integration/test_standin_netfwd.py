@@ -97,6 +97,18 @@ def test_refuses_anything_else_in_the_root_namespace(relay, host, why):
     assert why in out, out
 
 
+@pytest.mark.parametrize("url,why", [("http://127.0.0.1:1/x", None), ("http://8.8.8.8/x", "has a default route"),
+                                     ("http://example.com/x", "IPv4 literal"), ("ftp://127.0.0.1/x", "IPv4 literal")])
+def test_check_mode_applies_the_relay_rule(url, why):
+    if why == "has a default route" and not _has_default_route():
+        pytest.skip("this namespace has no default route")
+    res = subprocess.run([sys.executable, str(RELAY), "--check", url], capture_output=True, text=True, check=False)
+    if why is None:
+        assert res.returncode == 0 and res.stderr == "", res
+    else:
+        assert res.returncode == 1 and why in res.stderr, res
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (ip netns)")
 def test_in_a_namespace_without_default_route_relays_on_link_only(tmp_path):
     """Like a fleet builder's namespace: an on-link address is relayed, another subnet is not."""
@@ -126,6 +138,12 @@ def test_in_a_namespace_without_default_route_relays_on_link_only(tmp_path):
         assert " 200 " in out.splitlines()[0] and "PACKAGES: 0" in out, out
         out = _get(tmp_path, "10.250.2.1:8080")
         assert out.startswith("HTTP/1.1 502") and "not on a directly connected subnet" in out, out
+        # host mode's --check (sp_http_get without a relay) answers with the same rule, in the same namespace
+        check = ["ip", "netns", "exec", ns, sys.executable, str(RELAY), "--check"]
+        ok = subprocess.run(check + ["http://10.250.1.1:8080/Packages"], capture_output=True, text=True, check=False)
+        assert ok.returncode == 0 and ok.stderr == "", ok
+        no = subprocess.run(check + ["http://10.250.2.1:8080/Packages"], capture_output=True, text=True, check=False)
+        assert no.returncode == 1 and "not on a directly connected subnet" in no.stderr, no
     finally:
         for p in procs:
             p.kill()

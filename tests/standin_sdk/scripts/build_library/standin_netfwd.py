@@ -14,6 +14,7 @@ subnets are reachable; the root namespace has a real default route) and the addr
 connected subnets (/proc/net/route).
 
 Usage: standin_netfwd.py SOCKET_PATH   (runs until killed; one thread per connection)
+       standin_netfwd.py --check URL   (exit 0 when URL may be fetched from this namespace, else why on stderr)
 """
 
 import ipaddress
@@ -117,7 +118,27 @@ def _serve(conn):
         conn.close()
 
 
+def check(url):
+    """``--check URL``: exit 0 when URL (http://IPv4[:port]/...) may be fetched from this namespace, else print why and
+    exit 1. The host-mode stand-in (no container, no relay) asks this before it runs curl itself: one copy of the rule."""
+    rest = url[len("http://"):] if url.startswith("http://") else None
+    hostport = (rest or "").split("/", 1)[0]
+    host, _sep, port = hostport.rpartition(":")
+    if not host:
+        host = port
+    try:
+        why = _allowed(ipaddress.IPv4Address(host))
+    except ValueError:
+        why = "refusing %s: the stand-in fetches only http:// URLs with an IPv4 literal" % url
+    if why:
+        sys.stderr.write("stand-in: %s\n" % why)
+        return 1
+    return 0
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--check":
+        sys.exit(check(sys.argv[2]))
     # bound by its name in its directory: a checkout's absolute path may be longer than sun_path (108 bytes)
     directory, name = os.path.split(os.path.abspath(sys.argv[1]))
     os.chdir(directory)

@@ -437,17 +437,15 @@ sp_write_gpkg() {
 
 # sp_http_get URL DEST: fetch URL like portage's FETCHCOMMAND, from the builder's network. The real SDK container has
 # --network host; the stand-in's has none, so the request goes through run_sdk_container's relay in the builder's
-# namespace (STANDIN_NET_SOCK, build_library/standin_netfwd.py). In host mode curl runs directly, and only to
-# 127.0.0.0/8 when this network namespace has a default route (the root one; tests never send traffic out).
+# namespace (STANDIN_NET_SOCK, build_library/standin_netfwd.py). In host mode curl runs directly, to where the
+# relay's own rule allows (standin_netfwd.py --check: 127.0.0.0/8, or an on-link subnet of a namespace without a
+# default route; tests never send traffic out).
 sp_http_get() {
   local url=$1 dest=$2
   if [[ -n ${STANDIN_NET_SOCK:-} ]]; then
     curl -fsS --max-time 120 --unix-socket "${STANDIN_NET_SOCK}" -o "${dest}" -- "${url}"
   elif [[ ${STANDIN_HOST_MODE:-0} == 1 ]]; then
-    if [[ ${url} != http://127.* ]] && awk 'NR > 1 && $2 == "00000000" && $8 == "00000000" { f = 1 } END { exit !f }' /proc/net/route; then
-      echo "stand-in: ${url} is not on 127.0.0.0/8 and this network namespace has a default route" >&2
-      return 1
-    fi
+    python3 "${BUILD_LIBRARY_DIR}/standin_netfwd.py" --check "${url}" || return 1
     curl -fsS --max-time 120 -o "${dest}" -- "${url}"
   else
     echo "stand-in: no network for ${url} (run_sdk_container started no relay)" >&2
