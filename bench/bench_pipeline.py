@@ -11,7 +11,7 @@ Prints:
     next to the same for a 1 MiB artifact (goal: independent of the size).
 
 Root only (network namespaces), docker for the stand-in SDK.  Usage:
-    python3 bench/bench_pipeline.py [--step-sleep 15] [--big-mib 1024] [--keep]
+    python3 bench/bench_pipeline.py [--step-sleep 15] [--big-mib 1024] [--keep] [--profile] [--quick]
 """
 
 from __future__ import annotations
@@ -59,10 +59,52 @@ class PeakSampler(threading.Thread):
             time.sleep(self.interval)
 
 
-def run(fleet, *extra):
+PROFILE = {}   # run label -> profile JSON path, when --profile
+
+
+def run(fleet, *extra, label=None):
     t0 = time.monotonic()
-    res = tpf.run_pipeline(fleet, *extra, timeout=3600)
+    if label and PROFILE.get("dir"):
+        out = PROFILE["dir"] / ("profile-%s.json" % label)
+        env = {"ANSIBLE_COLLECTIONS_PATH": ensure_collection_path(), "ANSIBLE_NOCOLOR": "1",
+               "ANSIBLE_CALLBACK_PLUGINS": str(REPO / "bench" / "callback_plugins"),
+               "ANSIBLE_CALLBACKS_ENABLED": "kiln_profile", "KILN_PROFILE_OUT": str(out)}
+        res = fleet.ansible_playbook(str(tpf.PIPELINE), "-e", "@%s" % (fleet.workdir / "pipeline-vars.json"), *extra,
+                                     env=env, timeout=3600)
+        PROFILE[label] = out
+    else:
+        res = tpf.run_pipeline(fleet, *extra, timeout=3600)
     return time.monotonic() - t0, res
+
+
+def print_profile(label, top=15):
+    """Where a run's time went: per play, the slowest tasks, and per host the time inside tasks."""
+    path = PROFILE.get(label)
+    if not path or not path.exists():
+        return
+    prof = json.loads(path.read_text())
+    tasks = prof["tasks"]
+    print("\n  profile of the %s run: %.1f s wall, %d tasks, %d host-task results" % (
+        label, prof["wall_s"], len(tasks), sum(len(t["hosts"]) for t in tasks)))
+    plays = {}
+    for t in tasks:
+        p = plays.setdefault(t["play"], [t["start"], t["end"], 0])
+        p[0], p[1], p[2] = min(p[0], t["start"]), max(p[1], t["end"]), p[2] + 1
+    print("    %-58s %8s %6s" % ("play", "wall s", "tasks"))
+    for name, (a, b, n) in sorted(plays.items(), key=lambda kv: kv[1][0]):
+        print("    %-58s %8.1f %6d" % (name[:58], b - a, n))
+    print("    %-58s %8s  %s" % ("slowest tasks", "wall s", "hosts"))
+    for t in sorted(tasks, key=lambda t: t["start"] - t["end"])[:top]:
+        print("    %-58s %8.1f  %s" % (t["task"][:58], t["end"] - t["start"], ",".join(sorted(t["hosts"]))[:40]))
+    per_host = {}
+    for t in tasks:
+        for h, (a, b, _st) in t["hosts"].items():
+            agg = per_host.setdefault(h, [0.0, 0])
+            agg[0] += (b if b is not None else a) - a
+            agg[1] += 1
+    print("    %-20s %10s %8s %12s" % ("host", "in tasks s", "tasks", "s per task"))
+    for h, (sec, n) in sorted(per_host.items()):
+        print("    %-20s %10.1f %8d %12.2f" % (h, sec, n, sec / max(n, 1)))
 
 
 def sleeps_per_arch(fleet, version):
@@ -132,10 +174,16 @@ def main():
     ap.add_argument("--step-sleep", type=float, default=15.0, help="seconds every stand-in SDK step sleeps (S)")
     ap.add_argument("--big-mib", type=int, default=1024, help="size of the big artifact (MiB)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print where the S=0 cold run's and the no-op rerun's time went (per play, task, host)")
+    ap.add_argument("--quick", action="store_true",
+                    help="only the fixed overhead and a no-op rerun of it (no S-second run, no transfers); implies --profile")
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (network namespaces)")
     work = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
+    if a.profile or a.quick:
+        PROFILE["dir"] = work
     fleet, gen, fid = tpf.prepare_fleet(work, name_prefix="kbn")
     try:
         # 0) warm-up (first-time role setup, SDK image load, nginx start): not measured
@@ -143,9 +191,20 @@ def main():
         if ru.returncode != 0:
             raise SystemExit("warm-up run failed:\n" + ru.stdout[-6000:])
         # 1) overhead: a cold run of a new version with instant stand-in steps
-        w0, r0 = run(fleet, "-e", "kiln_build_id=bench0")
+        w0, r0 = run(fleet, "-e", "kiln_build_id=bench0", label="cold")
         if r0.returncode != 0:
             raise SystemExit("cold run (S=0) failed:\n" + r0.stdout[-6000:])
+        if a.quick:
+            wq, rq = run(fleet, "-e", "kiln_build_id=bench0", label="no-op")
+            changed = sum(int(m) for m in re.findall(r"changed=(\d+)", rq.stdout.split("PLAY RECAP")[-1]))
+            print("kiln pipeline benchmark --quick (stand-in SDK, 2 architectures, netns fleet, %d CPUs)" % os.cpu_count())
+            print("  warm-up run (not measured)        : %.1f s" % wu)
+            print("  fixed overhead (cold run, S=0)    : %.1f s" % w0)
+            print("  no-op rerun of it                 : %.1f s   -> %.1f%% of the S=0 run (changed=%d)" % (
+                wq, 100 * wq / w0, changed))
+            print_profile("cold")
+            print_profile("no-op")
+            return
         # 2) cold run with S seconds per step on both architectures
         for h in ("b-amd64", "b-arm64"):
             sdk.set_sleep(fleet.host_root(h) / "kiln" / "scripts", a.step_sleep)
@@ -155,7 +214,7 @@ def main():
         steps = sleeps_per_arch(fleet, "4593.2.5+bench1")
         T = steps * a.step_sleep
         # 3) no-op rerun
-        w2, r2 = run(fleet, "-e", "kiln_build_id=bench1")
+        w2, r2 = run(fleet, "-e", "kiln_build_id=bench1", label="no-op")
         changed = sum(int(m) for m in re.findall(r"changed=(\d+)", r2.stdout.split("PLAY RECAP")[-1]))
         for h in ("b-amd64", "b-arm64"):
             sdk.set_sleep(fleet.host_root(h) / "kiln" / "scripts", None)
@@ -172,6 +231,8 @@ def main():
         print("  controller peak RSS, 1 MiB move   : %.1f MiB (%.1f s)" % (small_peak / 1024, small_t))
         print("  controller peak RSS, %d MiB move: %.1f MiB (%.1f s)  -> ratio %.2f" % (
             a.big_mib, big_peak / 1024, big_t, big_peak / max(small_peak, 1)))
+        print_profile("cold")
+        print_profile("no-op")
     finally:
         tpf.finish_fleet(fleet, gen, fid)
         if not a.keep:

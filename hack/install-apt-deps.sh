@@ -15,8 +15,10 @@ PKGS=(
   gdisk fdisk dosfstools mtools btrfs-progs squashfs-tools e2fsprogs erofs-utils debootstrap busybox-static grub-pc-bin
   # QEMU and firmware
   qemu-system-x86 qemu-system-arm qemu-utils ovmf qemu-efi-aarch64 systemd-boot-efi grub-efi-amd64-bin
-  # containers
-  docker.io containerd runc iptables
+  # containers; python3-docker: the fleet's builders are this machine in network namespaces, and the builder
+  # role's packages (roles/builder/defaults/main.yml builder_packages_docker) must be here already: apt has no
+  # network inside a fleet namespace
+  docker.io containerd runc iptables python3-docker
   # compression, signing
   pbzip2 lbzip2 pigz zstd xz-utils bzip2 gnupg openssl git python-is-python3 procps
   # ansible-test sanity runs shellcheck on the shell scripts (skipped with a warning without it)
