@@ -200,10 +200,15 @@ def main():
             print("kiln pipeline benchmark --quick (stand-in SDK, 2 architectures, netns fleet, %d CPUs)" % os.cpu_count())
             print("  warm-up run (not measured)        : %.1f s" % wu)
             print("  fixed overhead (cold run, S=0)    : %.1f s" % w0)
+            # the same no-op rerun preparing every host as before host-state records (kiln_host_state_dir empty)
+            wp, rp = run(fleet, "-e", "kiln_build_id=bench0", "-e", "kiln_host_state_dir=", label="no-op-prepare")
             print("  no-op rerun of it                 : %.1f s   -> %.1f%% of the S=0 run (changed=%d)" % (
                 wq, 100 * wq / w0, changed))
+            print("  no-op rerun preparing every host  : %.1f s   -> prepared-state skip saves %.1f s (ratio %.2f)%s" % (
+                wp, wp - wq, wq / wp, "" if rp.returncode == 0 else " (FAILED)"))
             print_profile("cold")
             print_profile("no-op")
+            print_profile("no-op-prepare")
             return
         # 2) cold run with S seconds per step on both architectures
         for h in ("b-amd64", "b-arm64"):

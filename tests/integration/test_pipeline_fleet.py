@@ -95,13 +95,15 @@ def make_fleet_vars(fleet, origin, fid):
         "signer_gnupghome": str(hr("signer") / "gnupg"),
         "kiln_signer_build_root": str(hr("signer") / "builds"),
     }
-    per_host = {}
+    # the fleet's hosts share this machine's file system: each keeps its prepared-state records (kiln.flatcar.host_state)
+    # under its own root, as a real host keeps them in /var/lib/kiln/host-state
+    per_host = {h: {"kiln_host_state_dir": str(hr(h) / "host-state")} for h in HOSTS}
     for h in ("b-amd64", "b-arm64"):
-        per_host[h] = {
+        per_host[h].update({
             "kiln_workdir": str(hr(h) / "kiln"),
             "kiln_scripts_dir": str(hr(h) / "kiln" / "scripts"),
             "kiln_sdk_container_name": "kiln-%s-%s-{{ kiln_build_id }}" % (fid, h),
-        }
+        })
     return vars_all, per_host
 
 

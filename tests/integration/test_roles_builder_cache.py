@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,7 @@ BUILDER_PLAY = """
         builder_binfmt_packages: []
         builder_min_free_gb: 1
         builder_min_mem_gb: 1
+        builder_state_dir: "{{ kiln_host_root }}/host-state"
   post_tasks:
     - name: Show the binfmt state
       ansible.builtin.debug:
@@ -86,6 +88,11 @@ def test_builder_converges_twice(fleet):
     second = _play(fleet, "builder.yml", BUILDER_PLAY)
     assert second.returncode == 0, second.stdout + second.stderr
     assert _recap(second.stdout, "b-arm64")["changed"] == 0, second.stdout
+    # the packages are recorded as installed by this role: apt is not asked again, the preflight still runs
+    install = "TASK [kiln.flatcar.builder : Install the container engine and build tools (Debian/Ubuntu)]"
+    assert re.search(r"^skipping: \[b-arm64\]", second.stdout.split(install, 1)[1].split("TASK [", 1)[0], re.M), second.stdout
+    assert "TASK [kiln.flatcar.builder : Preflight the host" in second.stdout
+    assert (fleet.host_root("b-arm64") / "host-state" / "builder.json").is_file()
 
 
 def test_builder_refuses_below_minimum(fleet):
@@ -119,7 +126,15 @@ CACHE_PLAY = """
         cache_push_home: "{{ kiln_host_root }}/push-home"
         cache_push_keys: ["{{ lookup('ansible.builtin.file', kiln_ssh_key + '.pub') }}"]
         cache_retention_keep: 2
+        cache_state_dir: "{{ kiln_host_root }}/host-state"
 """ % {"user": PUSH_USER}
+
+
+def _task_result(out, task, host):
+    """'ok', 'changed' or 'skipping' for ``host`` in the first TASK [... : task] block of ``out``."""
+    block = out.split("TASK [kiln.flatcar.cache : %s]" % task, 1)[1].split("TASK [", 1)[0]
+    m = re.search(r"^(ok|changed|skipping): \[%s\]" % re.escape(host), block, re.M)
+    return m.group(1) if m else block
 
 
 def test_cache_converges_twice_serves_and_prunes(fleet):
@@ -142,9 +157,15 @@ def test_cache_converges_twice_serves_and_prunes(fleet):
     assert r.stdout in ("403", "404"), "directory listings must be off"
     keys = (Path(fleet.host_root("cache")) / "push-home" / ".ssh" / "authorized_keys").read_text()
     assert 'restrict,command="/usr/bin/rrsync %s"' % root in keys
+    state = fleet.host_root("cache") / "host-state" / "cache.json"
+    assert state.is_file() and oct(state.stat().st_mode & 0o777) == "0o600"
     second = _play(fleet, "cache.yml", CACHE_PLAY)
     assert second.returncode == 0, second.stdout + second.stderr
     assert _recap(second.stdout, "cache")["changed"] == 0, second.stdout
+    # prepared as asked: the preparation is skipped, whether nginx runs is still checked
+    assert _task_result(second.stdout, "Install nginx and rsync", "cache") == "skipping", second.stdout
+    assert _task_result(second.stdout, "Write nginx.conf (direct mode)", "cache") == "skipping", second.stdout
+    assert _task_result(second.stdout, "Check whether the direct-mode nginx runs (pid file)", "cache") == "ok"
     # retention: newest 2 versions per board survive
     for v in ("4593.1.0", "4593.3.0", "4600.0.0"):
         (root / "boards" / "amd64-usr" / v / "pkgs").mkdir(parents=True)
@@ -154,4 +175,25 @@ def test_cache_converges_twice_serves_and_prunes(fleet):
     assert left == ["4593.3.0", "4600.0.0"], left
     fourth = _play(fleet, "cache.yml", CACHE_PLAY)
     assert _recap(fourth.stdout, "cache")["changed"] == 0, fourth.stdout
+    # an input changes (nginx's worker count): the preparation runs again and nginx gets the new configuration
+    fifth = _play(fleet, "cache.yml", CACHE_PLAY.replace("cache_retention_keep: 2",
+                                                         "cache_retention_keep: 2\n        cache_nginx_worker_processes: 3"))
+    assert fifth.returncode == 0, fifth.stdout
+    assert _task_result(fifth.stdout, "Write nginx.conf (direct mode)", "cache") == "changed", fifth.stdout
+    assert "worker_processes 3;" in (fleet.host_root("cache") / "cache-nginx" / "nginx.conf").read_text()
+    # an nginx that died is started again even while the preparation is skipped
+    pid = int((fleet.host_root("cache") / "cache-nginx" / "nginx.pid").read_text())
+    os.kill(pid, 15)
+    for _unused in range(50):
+        if not (fleet.host_root("cache") / "cache-nginx" / "nginx.pid").exists():
+            break
+        time.sleep(0.1)
+    sixth = _play(fleet, "cache.yml", CACHE_PLAY.replace("cache_retention_keep: 2",
+                                                         "cache_retention_keep: 2\n        cache_nginx_worker_processes: 3"))
+    assert sixth.returncode == 0, sixth.stdout
+    assert _task_result(sixth.stdout, "Write nginx.conf (direct mode)", "cache") == "skipping", sixth.stdout
+    assert _task_result(sixth.stdout, "Start nginx directly (no init system)", "cache") == "changed", sixth.stdout
+    r = fleet.run_controller(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                              url + "/boards/amd64-usr/4600.0.0/pkgs/"], timeout=30)
+    assert r.stdout in ("403", "404"), r.stdout
     fleet.assert_no_root_ns_leak()

@@ -106,6 +106,8 @@ MODULES = {
     "host_preflight": ({"path": "{root}", "programs": ["sh"], "binfmt_mount": False},
                        {"programs": "list", "path": "path", "min_free_gb": "int", "min_mem_gb": "int",
                         "binfmt_interpreter": "path", "binfmt_misc_dir": "path"}),
+    "host_state": ({"name": "cache", "inputs": {"packages": ["nginx"]}, "dir": "{root}/state", "state": "recorded"},
+                   {"name": "id", "dir": "path", "inputs": "text", "max_age": "int"}),
     "hotfix_plan": ({"release": "4593.2.5", "board": "amd64-usr", "build_root": "{root}/build"},
                     {"release": "id", "board": "id", "build_root": "path", "known_versions": "list"}),
     "image": (dict(SDK), {"group": "id", "scripts_dir": "path", "board": "id", "base_pkg": "text", "disk_layout": "text",
@@ -514,7 +516,9 @@ def outcomes(tmp_path_factory):
 
 
 def test_case_table_covers_every_module_and_is_large():
-    modules = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "plugins", "modules")) if f.endswith(".py") and f != "__init__.py")
+    # a module file that only documents an action plugin (kiln.flatcar.async_wait) runs on the controller, not here
+    modules = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "plugins", "modules")) if f.endswith(".py") and f != "__init__.py"
+                     and not os.path.exists(os.path.join(REPO, "plugins", "action", f)))
     assert sorted(MODULES) == modules
     assert len(CASES) >= 300
     assert sum(1 for c in CASES if c.check) >= 60

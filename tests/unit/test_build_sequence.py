@@ -11,7 +11,7 @@ import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SDK_STAGE_MODULES = ("sdk_checkout", "sdk_image", "packages", "image", "vm_image", "sysext")
-ORDER = ["sdk_checkout", "build_lock", "sdk_image", "binpkg_cache", "packages", "async_status", "image", "async_status",
+ORDER = ["sdk_checkout", "build_lock", "sdk_image", "binpkg_cache", "packages", "async_wait", "image", "async_wait",
          "vm_image", "sysext", "binpkg_cache", "build_lock"]
 
 
