@@ -75,7 +75,9 @@ trap 'rm -rf "${work}"' EXIT
 rootfs="${work}/rootfs"
 log "debootstrap ${SUITE} (minbase) from ${MIRROR} into ${rootfs}"
 inc=$(IFS=,; echo "${INCLUDE[*]}")
-debootstrap --variant=minbase --include="${inc}" "${SUITE}" "${rootfs}" "${MIRROR}" \
+# TMPDIR stays outside: debootstrap's second stage runs maintainer scripts in the chroot (ca-certificates' mktemp),
+# where the caller's TMPDIR (a test worker's /tmp/kx1-...) does not exist
+env -u TMPDIR debootstrap --variant=minbase --include="${inc}" "${SUITE}" "${rootfs}" "${MIRROR}" \
     > "${work}/debootstrap.log" 2>&1 || { tail -n 30 "${work}/debootstrap.log" >&2; exit 1; }
 
 # apt inside the image (bindep packages not in the base) uses the same mirror.
@@ -114,7 +116,7 @@ chmod 0755 "${rootfs}/usr/local/bin/kiln-ee-pkgmgr"
 if [[ ${#site_cas[@]} -gt 0 ]]; then
     log "adding site CAs: ${site_cas[*]}"
     install -m 0644 -t "${rootfs}/usr/local/share/ca-certificates/" -- "${site_cas[@]}"
-    chroot "${rootfs}" /usr/sbin/update-ca-certificates >/dev/null
+    env -u TMPDIR chroot "${rootfs}" /usr/sbin/update-ca-certificates >/dev/null
 fi
 echo "kiln execution environment base (debootstrap ${SUITE}, ${digest})" > "${rootfs}/etc/kiln-ee-base"
 rm -rf "${rootfs}/var/cache/apt/archives/"*.deb "${rootfs}/var/lib/apt/lists/"* \
