@@ -21,6 +21,7 @@ author:
   - kiln developers (@kiln-project)
 extends_documentation_fragment:
   - kiln.flatcar._attributes
+  - kiln.flatcar._attributes.actiongroup
 options:
   jid:
     description: Job id returned by the task that started the job (C(ansible_job_id)).
