@@ -63,17 +63,13 @@ PROFILE = {}   # run label -> profile JSON path, when --profile
 
 
 def run(fleet, *extra, label=None):
-    t0 = time.monotonic()
+    env = None
     if label and PROFILE.get("dir"):
-        out = PROFILE["dir"] / ("profile-%s.json" % label)
-        env = {"ANSIBLE_COLLECTIONS_PATH": ensure_collection_path(), "ANSIBLE_NOCOLOR": "1",
-               "ANSIBLE_CALLBACK_PLUGINS": str(REPO / "bench" / "callback_plugins"),
-               "ANSIBLE_CALLBACKS_ENABLED": "kiln_profile", "KILN_PROFILE_OUT": str(out)}
-        res = fleet.ansible_playbook(str(tpf.PIPELINE), "-e", "@%s" % (fleet.workdir / "pipeline-vars.json"), *extra,
-                                     env=env, timeout=3600)
-        PROFILE[label] = out
-    else:
-        res = tpf.run_pipeline(fleet, *extra, timeout=3600)
+        PROFILE[label] = PROFILE["dir"] / ("profile-%s.json" % label)
+        env = {"ANSIBLE_CALLBACK_PLUGINS": str(REPO / "bench" / "callback_plugins"),
+               "ANSIBLE_CALLBACKS_ENABLED": "kiln_profile", "KILN_PROFILE_OUT": str(PROFILE[label])}
+    t0 = time.monotonic()
+    res = tpf.run_pipeline(fleet, *extra, timeout=3600, env=env)
     return time.monotonic() - t0, res
 
 

@@ -15,15 +15,22 @@ from __future__ import annotations
 import time
 
 from ansible.plugins.action import ActionBase
+from ansible.plugins.action.async_status import ActionModule as AsyncStatusAction
 from ansible.utils.vars import merge_hash
 
 
-class ActionModule(ActionBase):
+class ActionModule(AsyncStatusAction):
+    """async_status's own async directory lookup (``_get_async_dir``: the shell option async_dir); its run() is
+    replaced, not extended: it validates only jid and mode."""
 
     _requires_connection = True
 
+    def _job(self, task_vars, jid, async_dir, mode):
+        return self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,
+                                    module_args={"jid": jid, "mode": mode, "_async_dir": async_dir})
+
     def run(self, tmp=None, task_vars=None):
-        results = super().run(tmp, task_vars)
+        results = ActionBase.run(self, tmp, task_vars)
         validation_result, args = self.validate_argument_spec(argument_spec={
             "jid": {"type": "str", "required": True},
             "wait": {"type": "float", "default": 30.0},
@@ -34,18 +41,17 @@ class ActionModule(ActionBase):
             return dict(results, failed=True, msg="wait %s is not between 0 and 3600 seconds" % args["wait"])
         if not 0.25 <= args["interval"] <= 600:
             return dict(results, failed=True, msg="interval %s is not between 0.25 and 600 seconds" % args["interval"])
-        async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
-        module_args = {"jid": args["jid"], "mode": "status", "_async_dir": async_dir}
+        jid = args["jid"]
+        async_dir = self._get_async_dir()
+        # what async_status's action returns around its module's result
+        base = {"started": True, "finished": False, "stdout": "", "stderr": "", "stdout_lines": [], "stderr_lines": [],
+                "ansible_job_id": jid, "results_file": self._connection._shell.join_path(async_dir, jid)}
         deadline = time.monotonic() + args["wait"]
         pause = 0.25
         polls = 0
         while True:
             polls += 1
-            res = merge_hash({"started": True, "finished": False, "stdout": "", "stderr": "", "stdout_lines": [],
-                              "stderr_lines": [], "ansible_job_id": args["jid"],
-                              "results_file": self._connection._shell.join_path(async_dir, args["jid"])},
-                             self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,
-                                                  module_args=module_args))
+            res = merge_hash(base, self._job(task_vars, jid, async_dir, "status"))
             for key in ("started", "finished"):
                 res[key] = bool(res.get(key))
             left = deadline - time.monotonic()
@@ -56,7 +62,5 @@ class ActionModule(ActionBase):
         res["polls"] = polls
         if args["cleanup"] and res["finished"]:
             # the job's status file goes in the same task (async_status mode=cleanup), not in a loop of its own later
-            gone = self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,
-                                        module_args={"jid": args["jid"], "mode": "cleanup", "_async_dir": async_dir})
-            res["cleaned"] = not gone.get("failed")
+            res["cleaned"] = not self._job(task_vars, jid, async_dir, "cleanup").get("failed")
         return merge_hash(results, res)

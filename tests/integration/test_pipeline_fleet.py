@@ -272,8 +272,8 @@ def env(tmp_path_factory):
         finish_fleet(fleet, gen, fid)
 
 
-def run_pipeline(fleet, *extra, timeout=1500):
-    envv = {"ANSIBLE_COLLECTIONS_PATH": ensure_collection_path(), "ANSIBLE_NOCOLOR": "1"}
+def run_pipeline(fleet, *extra, timeout=1500, env=None):
+    envv = dict({"ANSIBLE_COLLECTIONS_PATH": ensure_collection_path(), "ANSIBLE_NOCOLOR": "1"}, **(env or {}))
     return fleet.ansible_playbook(str(PIPELINE), "-e", "@%s" % (fleet.workdir / "pipeline-vars.json"), *extra,
                                   env=envv, timeout=timeout)
 

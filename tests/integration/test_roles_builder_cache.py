@@ -77,6 +77,13 @@ BUILDER_PLAY = """
 """
 
 
+def _task_result(out, task, host):
+    """'ok', 'changed' or 'skipping' for ``host`` in the first TASK [task] block of ``out`` (task: 'role : name')."""
+    block = out.split("TASK [%s]" % task, 1)[1].split("TASK [", 1)[0]
+    m = re.search(r"^(ok|changed|skipping): \[%s\]" % re.escape(host), block, re.M)
+    return m.group(1) if m else block
+
+
 def test_builder_converges_twice(fleet):
     first = _play(fleet, "builder.yml", BUILDER_PLAY)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -89,8 +96,8 @@ def test_builder_converges_twice(fleet):
     assert second.returncode == 0, second.stdout + second.stderr
     assert _recap(second.stdout, "b-arm64")["changed"] == 0, second.stdout
     # the packages are recorded as installed by this role: apt is not asked again, the preflight still runs
-    install = "TASK [kiln.flatcar.builder : Install the container engine and build tools (Debian/Ubuntu)]"
-    assert re.search(r"^skipping: \[b-arm64\]", second.stdout.split(install, 1)[1].split("TASK [", 1)[0], re.M), second.stdout
+    install = "kiln.flatcar.builder : Install the container engine and build tools (Debian/Ubuntu)"
+    assert _task_result(second.stdout, install, "b-arm64") == "skipping", second.stdout
     assert "TASK [kiln.flatcar.builder : Preflight the host" in second.stdout
     assert (fleet.host_root("b-arm64") / "host-state" / "builder.json").is_file()
 
@@ -130,13 +137,6 @@ CACHE_PLAY = """
 """ % {"user": PUSH_USER}
 
 
-def _task_result(out, task, host):
-    """'ok', 'changed' or 'skipping' for ``host`` in the first TASK [... : task] block of ``out``."""
-    block = out.split("TASK [kiln.flatcar.cache : %s]" % task, 1)[1].split("TASK [", 1)[0]
-    m = re.search(r"^(ok|changed|skipping): \[%s\]" % re.escape(host), block, re.M)
-    return m.group(1) if m else block
-
-
 def test_cache_converges_twice_serves_and_prunes(fleet):
     root = fleet.host_root("cache") / "cache"
     first = _play(fleet, "cache.yml", CACHE_PLAY)
@@ -163,9 +163,9 @@ def test_cache_converges_twice_serves_and_prunes(fleet):
     assert second.returncode == 0, second.stdout + second.stderr
     assert _recap(second.stdout, "cache")["changed"] == 0, second.stdout
     # prepared as asked: the preparation is skipped, whether nginx runs is still checked
-    assert _task_result(second.stdout, "Install nginx and rsync", "cache") == "skipping", second.stdout
-    assert _task_result(second.stdout, "Write nginx.conf (direct mode)", "cache") == "skipping", second.stdout
-    assert _task_result(second.stdout, "Check whether the direct-mode nginx runs (pid file)", "cache") == "ok"
+    assert _task_result(second.stdout, "kiln.flatcar.cache : Install nginx and rsync", "cache") == "skipping", second.stdout
+    assert _task_result(second.stdout, "kiln.flatcar.cache : Write nginx.conf (direct mode)", "cache") == "skipping", second.stdout
+    assert _task_result(second.stdout, "kiln.flatcar.cache : Check whether the direct-mode nginx runs (pid file)", "cache") == "ok"
     # retention: newest 2 versions per board survive
     for v in ("4593.1.0", "4593.3.0", "4600.0.0"):
         (root / "boards" / "amd64-usr" / v / "pkgs").mkdir(parents=True)
@@ -176,10 +176,10 @@ def test_cache_converges_twice_serves_and_prunes(fleet):
     fourth = _play(fleet, "cache.yml", CACHE_PLAY)
     assert _recap(fourth.stdout, "cache")["changed"] == 0, fourth.stdout
     # an input changes (nginx's worker count): the preparation runs again and nginx gets the new configuration
-    fifth = _play(fleet, "cache.yml", CACHE_PLAY.replace("cache_retention_keep: 2",
-                                                         "cache_retention_keep: 2\n        cache_nginx_worker_processes: 3"))
+    three_workers = CACHE_PLAY.replace("cache_retention_keep: 2", "cache_retention_keep: 2\n        cache_nginx_worker_processes: 3")
+    fifth = _play(fleet, "cache.yml", three_workers)
     assert fifth.returncode == 0, fifth.stdout
-    assert _task_result(fifth.stdout, "Write nginx.conf (direct mode)", "cache") == "changed", fifth.stdout
+    assert _task_result(fifth.stdout, "kiln.flatcar.cache : Write nginx.conf (direct mode)", "cache") == "changed", fifth.stdout
     assert "worker_processes 3;" in (fleet.host_root("cache") / "cache-nginx" / "nginx.conf").read_text()
     # an nginx that died is started again even while the preparation is skipped
     pid = int((fleet.host_root("cache") / "cache-nginx" / "nginx.pid").read_text())
@@ -188,11 +188,10 @@ def test_cache_converges_twice_serves_and_prunes(fleet):
         if not (fleet.host_root("cache") / "cache-nginx" / "nginx.pid").exists():
             break
         time.sleep(0.1)
-    sixth = _play(fleet, "cache.yml", CACHE_PLAY.replace("cache_retention_keep: 2",
-                                                         "cache_retention_keep: 2\n        cache_nginx_worker_processes: 3"))
+    sixth = _play(fleet, "cache.yml", three_workers)
     assert sixth.returncode == 0, sixth.stdout
-    assert _task_result(sixth.stdout, "Write nginx.conf (direct mode)", "cache") == "skipping", sixth.stdout
-    assert _task_result(sixth.stdout, "Start nginx directly (no init system)", "cache") == "changed", sixth.stdout
+    assert _task_result(sixth.stdout, "kiln.flatcar.cache : Write nginx.conf (direct mode)", "cache") == "skipping", sixth.stdout
+    assert _task_result(sixth.stdout, "kiln.flatcar.cache : Start nginx directly (no init system)", "cache") == "changed", sixth.stdout
     r = fleet.run_controller(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                               url + "/boards/amd64-usr/4600.0.0/pkgs/"], timeout=30)
     assert r.stdout in ("403", "404"), r.stdout

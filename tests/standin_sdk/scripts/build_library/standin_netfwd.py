@@ -51,18 +51,22 @@ def _allowed(ip):
     return "refusing %s: not on a directly connected subnet of this network namespace" % ip
 
 
+def _host_port(text):
+    """(IPv4Address, port) of ``IPv4[:port]`` (port 80 when absent); ValueError for anything else."""
+    host, _sep, port = text.rpartition(":")
+    if not host:
+        host, port = port, "80"
+    return ipaddress.IPv4Address(host), int(port)
+
+
 def _target(head):
     """(ip, port) from the request's Host header, or an error line."""
     for line in head.split(b"\r\n")[1:]:
         name, _sep, value = line.partition(b":")
         if name.strip().lower() != b"host":
             continue
-        host, _sep, port = value.strip().decode("ascii", "replace").rpartition(":")
-        if not host:
-            host, port = port, "80"
         try:
-            ip = ipaddress.IPv4Address(host)
-            port = int(port)
+            ip, port = _host_port(value.strip().decode("ascii", "replace"))
         except ValueError:
             return None, "Host %r is not an IPv4 literal with a port" % value.strip().decode("ascii", "replace")
         why = _allowed(ip)
@@ -121,13 +125,9 @@ def _serve(conn):
 def check(url):
     """``--check URL``: exit 0 when URL (http://IPv4[:port]/...) may be fetched from this namespace, else print why and
     exit 1. The host-mode stand-in (no container, no relay) asks this before it runs curl itself: one copy of the rule."""
-    rest = url[len("http://"):] if url.startswith("http://") else None
-    hostport = (rest or "").split("/", 1)[0]
-    host, _sep, port = hostport.rpartition(":")
-    if not host:
-        host = port
+    rest = url[len("http://"):] if url.startswith("http://") else ""
     try:
-        why = _allowed(ipaddress.IPv4Address(host))
+        why = _allowed(_host_port(rest.split("/", 1)[0])[0])
     except ValueError:
         why = "refusing %s: the stand-in fetches only http:// URLs with an IPv4 literal" % url
     if why:
