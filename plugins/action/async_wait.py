@@ -18,6 +18,8 @@ from ansible.plugins.action import ActionBase
 from ansible.plugins.action.async_status import ActionModule as AsyncStatusAction
 from ansible.utils.vars import merge_hash
 
+from ansible_collections.kiln.flatcar.plugins.module_utils import _validate
+
 
 class ActionModule(AsyncStatusAction):
     """async_status's own async directory lookup (``_get_async_dir``: the shell option async_dir); its run() is
@@ -37,6 +39,12 @@ class ActionModule(AsyncStatusAction):
             "interval": {"type": "float", "default": 5.0},
             "cleanup": {"type": "bool", "default": False},
         })
+        # the job id names a file under the async directory that cleanup removes: an Ansible job id (j<digits>.<pid>)
+        # or refused, never a path
+        try:
+            _validate.identifier(args["jid"], "jid")
+        except _validate.Invalid as exc:
+            return dict(results, failed=True, msg=str(exc))
         if not 0 <= args["wait"] <= 3600:
             return dict(results, failed=True, msg="wait %s is not between 0 and 3600 seconds" % args["wait"])
         if not 0.25 <= args["interval"] <= 600:

@@ -24,7 +24,9 @@ extends_documentation_fragment:
   - kiln.flatcar._attributes.actiongroup
 options:
   jid:
-    description: Job id returned by the task that started the job (C(ansible_job_id)).
+    description:
+      - Job id returned by the task that started the job (C(ansible_job_id)); letters, digits, C(.), C(_), C(-) only
+        (it names a file in the async directory, which O(cleanup) removes).
     type: str
     required: true
   wait:

@@ -61,3 +61,11 @@ def test_bad_arguments_fail_in_one_line(tmp_path):
     ])
     assert run.rc != 0
     assert run.result("wait")["msg"] == "wait 99999.0 is not between 0 and 3600 seconds"
+    # a job id is never a path: cleanup would remove what it names
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    run = _play(tmp_path, [
+        {"name": "wait", "kiln.flatcar.async_wait": {"jid": "../victim", "cleanup": True}, "register": "res"},
+    ])
+    assert run.rc != 0 and run.result("wait")["msg"].startswith("jid '../victim' is invalid"), run.result("wait")
+    assert victim.read_text() == "keep"
