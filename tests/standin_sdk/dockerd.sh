@@ -8,6 +8,9 @@ set -euo pipefail
 PIDFILE=${KILN_TEST_DOCKERD_PIDFILE:-/var/run/kiln-test-dockerd.pid}
 LOG=${KILN_TEST_DOCKERD_LOG:-/var/log/kiln-test-dockerd.log}
 WAIT=${KILN_TEST_DOCKERD_WAIT:-60}
+# What a dead daemon leaves behind that blocks the next one (overridable for tests).
+STALE_PIDFILE=${KILN_TEST_DOCKER_PIDFILE:-/var/run/docker.pid}
+STALE_SOCK=${KILN_TEST_DOCKER_SOCK:-/var/run/docker.sock}
 
 docker_ok() { docker info >/dev/null 2>&1; }
 
@@ -38,15 +41,25 @@ cmd_start() {
         echo "dockerd not installed" >&2
         return 1
     fi
+    local offset=0 launched=0
     if ! our_pid >/dev/null; then
-        # A stale socket from a dead daemon blocks startup.
-        if [[ -S /var/run/docker.sock ]] && ! pgrep -x dockerd >/dev/null; then
-            rm -f /var/run/docker.sock
+        if ! pgrep -x dockerd >/dev/null; then
+            # A stale socket or pid file from a dead daemon blocks startup (the pid
+            # in docker.pid may name a live, unrelated process by now).
+            rm -f "${STALE_SOCK}" "${STALE_PIDFILE}"
         fi
         mkdir -p "$(dirname "${LOG}")" "$(dirname "${PIDFILE}")"
-        setsid dockerd --bridge=none --iptables=false --ip6tables=false \
-            --ip-masq=false --ip-forward=false >>"${LOG}" 2>&1 < /dev/null &
-        echo $! > "${PIDFILE}"
+        [[ -f ${LOG} ]] && offset=$(stat -c %s "${LOG}")
+        rm -f "${PIDFILE}"
+        # setsid detaches the daemon from the caller's process group, but it forks
+        # (so $! is a launcher that exits at once) when the caller runs with job
+        # control; the shell it starts records its own pid and execs dockerd, so
+        # the pid file always names the daemon.
+        # shellcheck disable=SC2016 # $$ and $1 belong to the inner shell
+        setsid bash -c 'echo $$ > "$1" && exec dockerd --bridge=none --iptables=false \
+            --ip6tables=false --ip-masq=false --ip-forward=false' kiln-dockerd "${PIDFILE}" \
+            >>"${LOG}" 2>&1 < /dev/null &
+        launched=1
     fi
     local i
     for ((i = 0; i < WAIT * 2; i++)); do
@@ -54,9 +67,10 @@ cmd_start() {
             echo "dockerd started (pid $(<"${PIDFILE}"))"
             return 0
         fi
-        if ! our_pid >/dev/null; then
+        if ! our_pid >/dev/null && { ((!launched)) || [[ -s ${PIDFILE} ]] || ((i >= 10)); }; then
             echo "dockerd exited; see ${LOG}" >&2
-            tail -n 20 "${LOG}" >&2 || true
+            # Only what this daemon wrote: an older daemon's lines mislead.
+            tail -c +"$((offset + 1))" "${LOG}" | tail -n 20 >&2 || true
             return 1
         fi
         sleep 0.5
