@@ -18,7 +18,7 @@ our_pid() {
     local pid
     [[ -s ${PIDFILE} ]] || return 1
     pid=$(<"${PIDFILE}")
-    [[ -d /proc/${pid} ]] || return 1
+    [[ ${pid} =~ ^[0-9]+$ && -d /proc/${pid} ]] || return 1
     grep -q dockerd "/proc/${pid}/cmdline" 2>/dev/null || return 1
     echo "${pid}"
 }
@@ -53,10 +53,10 @@ cmd_start() {
         rm -f "${PIDFILE}"
         # setsid detaches the daemon from the caller's process group, but it forks
         # (so $! is a launcher that exits at once) when the caller runs with job
-        # control; the shell it starts records its own pid and execs dockerd, so
-        # the pid file always names the daemon.
+        # control; the shell it starts records its own pid (whole, by rename) and
+        # execs dockerd, so the pid file always names the daemon.
         # shellcheck disable=SC2016 # $$ and $1 belong to the inner shell
-        setsid bash -c 'echo $$ > "$1" && exec dockerd --bridge=none --iptables=false \
+        setsid bash -c 'echo $$ > "$1.new" && mv -f "$1.new" "$1" && exec dockerd --bridge=none --iptables=false \
             --ip6tables=false --ip-masq=false --ip-forward=false' kiln-dockerd "${PIDFILE}" \
             >>"${LOG}" 2>&1 < /dev/null &
         launched=1
