@@ -20,7 +20,8 @@ options:
       - Each mod is a dict with a C(kind) and that kind's keys. Paths are absolute paths on the builder.
       - C(kind=ebuild) C(src) (a directory holding C(<name>-<version>[-rN].ebuild), optionally C(Manifest) and C(files/)),
         C(category), optional C(image=true) (add the package to the RDEPEND of C(coreos-base/coreos), the package set
-        C(build_image) installs) or C(sysext=<name>) (returned in C(sysext_packages)), optional C(overlay)
+        C(build_image) installs), C(sysext=<name>) (returned in C(sysext_packages)) or C(oem=<id>) (add it to the RDEPEND
+        of C(coreos-base/oem-<id>), the metapackage of that OEM's sysext on the OEM partition), optional C(overlay)
         (V(coreos-overlay) or V(portage-stable); default the overlay that already has the package, else coreos-overlay).
         Copied to C(sdk_container/src/third_party/<overlay>/<category>/<name>/) (files with the same name are replaced);
         symlinks pointing out of C(src) are refused.
@@ -34,7 +35,7 @@ options:
       - C(kind=accept_keywords) C(entries) (C(<atom> [keyword ...])) for C(profiles/coreos/base/package.accept_keywords);
         C(kind=mask) C(entries) (one atom each) for C(profiles/coreos/targets/generic/package.mask).
       - C(kind=files) C(src) (a directory of files), C(dest) (a directory under C(/usr/) in the image), C(name) and
-        either C(image=true) or C(sysext=<name>); a package C(kiln-files/<name>-1) is generated in coreos-overlay that
+        one of C(image=true), C(sysext=<name>) or C(oem=<id>); a package C(kiln-files/<name>-1) is generated in coreos-overlay that
         installs the files at C(dest) (root-owned, modes 0755/0644), built from source whenever the files change.
     type: list
     elements: dict

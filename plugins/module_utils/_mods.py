@@ -81,19 +81,23 @@ src_install() {
 # directories of an overlay that are not categories
 NOT_CATEGORIES = ("profiles", "eclass", "metadata", "licenses", "scripts", "coreos", "changelog")
 KINDS = {
-    "ebuild": {"src", "category", "image", "sysext", "overlay"},
+    "ebuild": {"src", "category", "image", "sysext", "oem", "overlay"},
     "patch": {"src", "package"},
     "kernel_config": {"options", "arch"},
     "use": {"entries", "arch"},
     "accept_keywords": {"entries"},
     "mask": {"entries"},
-    "files": {"src", "dest", "name", "image", "sysext"},
+    "files": {"src", "dest", "name", "image", "sysext", "oem"},
 }
 AUTHOR = {"GIT_AUTHOR_NAME": "kiln", "GIT_AUTHOR_EMAIL": "kiln@localhost",
           "GIT_COMMITTER_NAME": "kiln", "GIT_COMMITTER_EMAIL": "kiln@localhost"}
 MAX_FILES = 1000
 MAX_BYTES = 64 * 1024 * 1024
 RDEPEND_MARK = "# kiln mods: packages added to the image"
+# the metapackage of an OEM's sysext (build_library/oem_sysexts.sh get_oem_sysext_matrix: coreos-base/oem-<id>), which
+# build_image oem_sysext installs with build_sysext --metapkgs and image_to_vm.sh puts on the OEM partition
+OEM_PACKAGE = "coreos-base/oem-%s"
+OEM_RDEPEND_MARK = "# kiln mods: packages added to this OEM sysext"
 
 
 class ModsError(ValueError):
@@ -185,7 +189,8 @@ def _tree(src):
 
 def _check_ebuild(mod):
     """``src``: a directory holding ``<pn>-<version>[-rN].ebuild`` (+ Manifest, files/); ``category``; ``image`` (add
-    to the image's package set) or ``sysext`` (name of the sysext that gets it); ``overlay``."""
+    to the image's package set), ``sysext`` (name of the sysext that gets it) or ``oem`` (the OEM id whose sysext gets
+    it); ``overlay``."""
     src = _source_path(mod.get("src"), "src")
     if os.path.islink(src) or not os.path.isdir(src):
         raise ModsError("src %s is not a directory (give the directory holding <name>-<version>.ebuild)" % src)
@@ -201,26 +206,30 @@ def _check_ebuild(mod):
     if len(names) != 1:
         raise ModsError("src %s holds ebuilds of several packages (%s): one directory per package" % (src, ", ".join(names)))
     package = _validate.package_name("%s/%s" % (category, names[0]))
-    image, sysext = _image_or_sysext(mod)
+    image, sysext, oem = _image_or_sysext(mod)
     overlay = mod.get("overlay")
     if overlay is not None and overlay not in OVERLAYS:
         raise ModsError("overlay %r is not one of %s" % (overlay, ", ".join(sorted(OVERLAYS))))
     return {"src": src, "package": package, "versions": sorted(v for _pn, v in parsed), "image": image, "sysext": sysext,
-            "overlay": overlay, "files": [[rel, sha, exe] for rel, sha, exe in files]}
+            "oem": oem, "overlay": overlay, "files": [[rel, sha, exe] for rel, sha, exe in files]}
 
 
 def _image_or_sysext(mod, required=False):
-    """``(image, sysext)`` of an ebuild or files mod: at most one (exactly one when ``required``)."""
-    image, sysext = mod.get("image", False), mod.get("sysext")
+    """``(image, sysext, oem)`` of an ebuild or files mod: at most one target (exactly one when ``required``)."""
+    image, sysext, oem = mod.get("image", False), mod.get("sysext"), mod.get("oem")
     if not isinstance(image, bool):
         raise ModsError("image %r is not true or false" % (image,))
     if sysext is not None:
         _validate.identifier(sysext, "sysext")
-        if image:
-            raise ModsError("image and sysext both set: a package goes into the image or into a sysext")
-    elif required and not image:
-        raise ModsError("neither image nor sysext set: choose image: true (the production image) or sysext: <name> (that sysext)")
-    return image, sysext
+    if oem is not None:
+        _validate.identifier(oem, "oem")
+    chosen = [k for k, v in (("image", image), ("sysext", sysext), ("oem", oem)) if v]
+    if len(chosen) > 1:
+        raise ModsError("%s both set: a package goes into the image, into a sysext or into an OEM sysext" % " and ".join(chosen))
+    if required and not chosen:
+        raise ModsError("none of image, sysext, oem set: choose image: true (the production image), sysext: <name> (that "
+                        "sysext) or oem: <id> (the OEM sysext on the OEM partition, e.g. qemu)")
+    return image, sysext, oem
 
 
 def _files_dest(value):
@@ -250,12 +259,12 @@ def _check_files(mod):
     except _validate.Invalid:
         raise ModsError("name %r is not a package name (letters, digits, '+', '_', '-', not ending in -<version>): the generated "
                         "package is kiln-files/<name>" % name)
-    image, sysext = _image_or_sysext(mod, required=True)
+    image, sysext, oem = _image_or_sysext(mod, required=True)
     files = _tree(src)
     if not files:
         raise ModsError("src %s holds no files" % src)
     ebuild = FILES_EBUILD % {"name": name, "dest": dest}
-    return {"src": src, "dest": dest, "name": name, "package": package, "image": image, "sysext": sysext,
+    return {"src": src, "dest": dest, "name": name, "package": package, "image": image, "sysext": sysext, "oem": oem,
             "ebuild_sha256": hashlib.sha256(ebuild.encode()).hexdigest(), "files": [[rel, sha, exe] for rel, sha, exe in files]}
 
 
@@ -403,18 +412,18 @@ def sysext_packages(mods):
 
 def summary(mods):
     """What a result and the checkout state keep of the mods (no file lists)."""
-    keep = ("kind", "src", "package", "versions", "dest", "image", "sysext", "overlay", "options", "entries", "arch", "sha256")
+    keep = ("kind", "src", "package", "versions", "dest", "image", "sysext", "oem", "overlay", "options", "entries", "arch", "sha256")
     return [dict((k, m[k]) for k in keep if m.get(k) not in (None, [])) for m in mods]
 
 
 # -- applying ----------------------------------------------------------------------------------------------------
-def add_rdepend(text, package):
-    """``text`` of the image meta ebuild with ``package`` in its RDEPEND (once; idempotent)."""
+def add_rdepend(text, package, mark=RDEPEND_MARK):
+    """``text`` of a meta ebuild with ``package`` in its RDEPEND (once; idempotent), in a block after ``mark``."""
     if re.search(r"^\s+%s\s*$" % re.escape(package), text, re.M):
         return text
-    if RDEPEND_MARK not in text:
-        text = text.rstrip("\n") + "\n\n" + RDEPEND_MARK + '\nRDEPEND+="\n"\n'
-    end = text.index('\n"', text.index('RDEPEND+="', text.index(RDEPEND_MARK)))
+    if mark not in text:
+        text = text.rstrip("\n") + "\n\n" + mark + '\nRDEPEND+="\n"\n'
+    end = text.index('\n"', text.index('RDEPEND+="', text.index(mark)))
     return text[:end] + "\n\t" + package + text[end:]
 
 
@@ -480,9 +489,37 @@ def _add_to_image(checkout, package):
     return meta
 
 
+def _add_to_oem(checkout, oem, package):
+    """``package`` in the RDEPEND of every ebuild of ``coreos-base/oem-<oem>`` (the OEM sysext's metapackage)."""
+    rel = "%s/%s" % (OVERLAY, OEM_PACKAGE % oem)
+    top = os.path.join(checkout, rel)
+    try:
+        ebuilds = sorted(n for n in os.listdir(top) if n.startswith("oem-%s-" % oem) and n.endswith(".ebuild"))
+    except OSError:
+        ebuilds = []
+    if not ebuilds or os.path.islink(top):
+        raise ModsError("oem %r: %s has no ebuild in the checkout: give the id of an OEM this scripts checkout builds a sysext "
+                        "for (coreos-base/oem-<id>, e.g. qemu)" % (oem, rel))
+    paths = []
+    for name in ebuilds:
+        meta = "%s/%s" % (rel, name)
+        _write(checkout, meta, add_rdepend(_read(checkout, meta), package, OEM_RDEPEND_MARK).encode())
+        paths.append(meta)
+    return paths
+
+
+def _add_to_target(checkout, mod):
+    """The paths written to put the mod's package where it goes: the image's or an OEM sysext's metapackage."""
+    if mod.get("image"):
+        return [_add_to_image(checkout, mod["package"])]
+    if mod.get("oem"):
+        return _add_to_oem(checkout, mod["oem"], mod["package"])
+    return []
+
+
 def _apply_files(checkout, mod):
     """The generated package ``coreos-overlay/kiln-files/<name>/`` (replaced whole: a file dropped from ``src`` goes),
-    its category in profiles/categories and, with ``image``, its place in the image's RDEPEND."""
+    its category in profiles/categories and, with ``image`` or ``oem``, its place in that metapackage's RDEPEND."""
     dest = "%s/%s" % (OVERLAY, mod["package"])
     top = os.path.join(checkout, dest)
     if os.path.lexists(top):
@@ -498,9 +535,7 @@ def _apply_files(checkout, mod):
     if text and FILES_CATEGORY not in text.split():
         _write(checkout, CATEGORIES_FILE, ((text if text.endswith("\n") else text + "\n") + FILES_CATEGORY + "\n").encode())
         paths.append(CATEGORIES_FILE)
-    if mod["image"]:
-        paths.append(_add_to_image(checkout, mod["package"]))
-    return paths
+    return paths + _add_to_target(checkout, mod)
 
 
 def _apply_one(checkout, mod):
@@ -515,10 +550,7 @@ def _apply_one(checkout, mod):
         for rel, _sha, exe in mod["files"]:
             data, _x = _read_file(os.path.realpath(os.path.join(mod["src"], rel)), "file")
             _write(checkout, dest + "/" + rel, data, exe)
-        paths = [dest]
-        if mod["image"]:
-            paths.append(_add_to_image(checkout, mod["package"]))
-        return paths
+        return [dest] + _add_to_target(checkout, mod)
     if kind == "patch":
         rel = "%s/%s/%s" % (USER_PATCHES, mod["package"], mod["name"])
         _write(checkout, rel, _read_file(mod["src"], "patch")[0])

@@ -263,6 +263,20 @@ def package_atom(value, what="atom"):
     return value
 
 
+SET_RE = re.compile(r"^@[A-Za-z0-9_][A-Za-z0-9+_.-]*\Z")
+
+
+def package_target(value, what="package"):
+    """What emerge takes as a target: a package atom (``package_atom``) or a set such as ``@system``."""
+    if isinstance(value, str) and SET_RE.match(value):
+        return value
+    try:
+        return package_atom(value, what)
+    except Invalid:
+        raise Invalid("%s %r is not a package atom or a set: give <category>/<name> (e.g. app-misc/jq, >=app-misc/jq-1.7) or "
+                      "@<set> (e.g. @system)" % (what, value))
+
+
 def atom_package(value, what="atom"):
     """The ``<category>/<name>`` an atom names (validated with ``package_atom``)."""
     package_atom(value, what)

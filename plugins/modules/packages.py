@@ -353,6 +353,8 @@ def main():
         module.fail_json(msg="usepkgonly cannot be combined with usepkg=false, getbinpkg=false or rebuild=true (build_packages refuses it)")
     for atom in p["rebuild_atoms"]:
         _validate.check(module, _validate.package_atom, atom, "rebuild_atoms item")
+    for target in p["packages"]:
+        _validate.check(module, _validate.package_target, target, "packages item")
     stage = SdkStage(module, "packages")
     from_mods = mods_atoms(stage)
     exclude = sorted(set(from_mods) | set(p["rebuild_atoms"]))

@@ -156,6 +156,9 @@ def main():
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
     check(module, _validate.identifier, p["name"], "sysext name")
+    for atom in list(p["packages"]) + (p["metapkgs"] or "").split(","):
+        if atom:
+            check(module, _validate.package_atom, atom, "packages/metapkgs item")
     if not p["packages"] and not p["metapkgs"]:
         module.fail_json(msg="a sysext needs packages or metapkgs: name what goes into %s.raw" % p["name"])
     stage = SdkStage(module, "sysext:" + p["name"])

@@ -36,7 +36,10 @@ def env(tmp_path_factory):
     cache = base / "cache"
     sdk.ensure_sdk_image("all", SDK_VERSION, save_dir=str(cache))
     origin = sdk.make_scripts_origin(base / "origin", tags=[TAG])
-    yield {"base": base, "cache": str(cache), "origin": origin}
+    tools = base / "sysext-tools"
+    tools.mkdir()
+    (tools / "tool.txt").write_text("KILN_SYSEXT_TOOL=1\n")
+    yield {"base": base, "cache": str(cache), "origin": origin, "tools": str(tools)}
     sdk.remove_containers("flatcar-sdk-all-4593.2.5_os-4593.2.5-kilntest")
 
 
@@ -53,6 +56,10 @@ def build_vars(env, checkout, version="4593.2.5+kilntest", **extra):
         "kiln_sdk_registry": sdk.STANDIN_REGISTRY,
         "kiln_vm_formats": ["qemu_uefi"],
         "kiln_poll_delay": 1,
+        # a sysext whose only package a files mod generates: no default target pulls it in, so the packages stage
+        # must build it for build_sysext (which installs binary packages only)
+        "kiln_mods": [{"kind": "files", "src": env["tools"], "dest": "/usr/share/kiln-tools", "name": "tools", "sysext": "kilntools"}],
+        "kiln_sysexts": [{"name": "kilntools"}],
     }
     values.update(extra)
     return values
@@ -115,6 +122,12 @@ def test_build_check_first_run_rerun_and_input_change(env):
     build_dir = os.path.join(checkout, "__build__", "images", rec["build_dir"])
     assert rec["build_dir"] == "images/amd64-usr/developer-4593.2.5+kilntest-a1"
     assert os.path.isfile(os.path.join(build_dir, "flatcar_production_qemu_uefi_image.img"))
+    assert rec["stages"]["sysext:kilntools"]["status"] == "passed"
+    assert "kiln-files/tools-1" in rec["stages"]["packages"]["details"]["built_from_source"]
+    assert rec["stages"]["packages"]["inputs"]["packages"] == ["@system", "coreos-devel/board-packages", "kiln-files/tools"]
+    sx = env["base"] / "kilntools-files"
+    subprocess.run(["fsck.erofs", "--extract=%s" % sx, os.path.join(build_dir, "kilntools.raw")], check=True, capture_output=True)
+    assert (sx / "usr/share/kiln-tools/tool.txt").read_text() == "KILN_SYSEXT_TOOL=1\n"
     # the pinned build id reached every step (Flatcar#2041): the image's version.txt agrees with ours
     with open(os.path.join(build_dir, "version.txt"), encoding="utf-8") as fh:
         assert "FLATCAR_VERSION=4593.2.5+kilntest" in fh.read()

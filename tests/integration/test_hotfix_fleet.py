@@ -77,6 +77,10 @@ def prepare(work, name_prefix="khf"):
         pv = json.loads(path.read_text())
         inv = {k: pv.pop(k) for k in PINNED if k in pv}
         pv["kiln_nebraska_create_channel"] = True
+        # a release as the example inventory builds it: the OEM sysexts and a VM image (whose OEM partition carries
+        # the qemu OEM sysext), which the hotfix pins from the release's record
+        pv["kiln_image_types"] = ["prod", "oem_sysext"]
+        pv["kiln_vm_formats"] = ["qemu_uefi"]
         path.write_text(json.dumps(pv))
         gv = fleet.workdir / "group_vars"
         gv.mkdir(exist_ok=True)
@@ -119,15 +123,44 @@ def record(fleet, host, board, version):
     return json.loads((base / "kiln" / board / version / "build-record.json").read_text())
 
 
-def image_file(fleet, host, board, version, inner):
-    """A file of the image's /usr (the image's sysext squashfs the stand-in build_image writes), read with unsquashfs."""
+def image_dir(fleet, host, board, version):
+    """build_image's output dir of ``version``: [<group>-]<version>[-a<attempt>] (the newest attempt)."""
     base = fleet.host_root(host) / "kiln" / "scripts" / "__build__" / "images" / "images" / board
-    # build_image's output dir: [<group>-]<version>[-a<attempt>] (the newest attempt)
     dirs = sorted((d for d in base.iterdir() if re.fullmatch(r"(?:[a-z]+-)?%s(?:-a(\d+))?" % re.escape(version), d.name)),
                   key=lambda d: int(d.name.rsplit("-a", 1)[-1]) if re.search(r"-a\d+$", d.name) else 0)
     assert dirs, sorted(p.name for p in base.iterdir())
-    sq = dirs[-1] / "flatcar_production_image_sysext.squashfs"
+    return dirs[-1]
+
+
+def image_file(fleet, host, board, version, inner):
+    """A file of the image's /usr (the image's sysext squashfs the stand-in build_image writes), read with unsquashfs."""
+    sq = image_dir(fleet, host, board, version) / "flatcar_production_image_sysext.squashfs"
     return subprocess.run(["unsquashfs", "-cat", str(sq), inner], capture_output=True, text=True, check=True).stdout
+
+
+def oem_partition(qcow2, dest):
+    """The files of a qcow2 disk's OEM partition (converted to raw, the partition's ext4 dumped with debugfs)."""
+    dest.mkdir(parents=True)
+    raw = dest / "disk.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(qcow2), str(raw)], check=True)
+    table = subprocess.run(["sgdisk", "-p", str(raw)], capture_output=True, text=True, check=True).stdout
+    num = next(line.split()[0] for line in table.splitlines() if line.split()[-1:] == ["OEM"] and line.split()[0].isdigit())
+    info = subprocess.run(["sgdisk", "-i", num, str(raw)], capture_output=True, text=True, check=True).stdout
+    first, last = (int(re.search(r"^%s sector: (\d+)" % k, info, re.M).group(1)) for k in ("First", "Last"))
+    part = dest / "oem.img"
+    with open(raw, "rb") as src, open(part, "wb") as out:
+        src.seek(first * 512)
+        out.write(src.read((last - first + 1) * 512))
+    raw.unlink()
+    files = dest / "files"
+    files.mkdir()
+    subprocess.run(["debugfs", "-R", "rdump / %s" % files, str(part)], check=True, capture_output=True)
+    return files
+
+
+def erofs_files(image, dest):
+    subprocess.run(["fsck.erofs", "--extract=%s" % dest, str(image)], check=True, capture_output=True)
+    return dest
 
 
 def current(fleet, board):
@@ -191,14 +224,32 @@ def test_release_then_hotfix_rebuilds_only_the_patched_package(hf):
 
 
 def test_second_hotfix_gets_the_next_number(hf):
+    """The second hotfix also bakes a file into the OEM partition: a `files` mod with `oem: qemu` is installed by the
+    OEM sysext's metapackage (rebuilt from source with it), and image_to_vm.sh puts that sysext on the qemu_uefi
+    image's OEM partition; the release's image does not have it."""
     fleet = hf["fleet"]
     patch = make_hotfix_patch(hf["work"], hf["origin"], "hotfix-b", "KILN_HOTFIX=b")
-    res = play(fleet, HOTFIX, *hotfix_args(patch))
+    oem_src = hf["work"] / "oem-files"
+    oem_src.mkdir()
+    (oem_src / "agent.conf").write_text("KILN_OEM=b\n")
+    mods = {"kiln_hotfix_mods": [{"kind": "files", "src": str(oem_src), "dest": "/usr/share/kiln-oem", "name": "oem-agent",
+                                  "oem": "qemu"}]}
+    res = play(fleet, HOTFIX, *hotfix_args(patch), "-e", json.dumps(mods))
     assert res.returncode == 0, res.stdout[-10000:]
     for board, host in zip(BOARDS, ("b-amd64", "b-arm64")):
         assert (fleet.host_root("mirror") / "mirror" / board / HOTFIX2 / "version.txt").is_file()
         assert "KILN_HOTFIX=b" in image_file(fleet, host, board, HOTFIX2, "usr/share/update_engine/update_engine.conf")
         assert current(fleet, board) == RELEASE
+        src = record(fleet, host, board, HOTFIX2)["stages"]["packages"]["details"]["built_from_source"]
+        assert any(c.startswith("kiln-files/oem-agent-") for c in src) and any(c.startswith("coreos-base/oem-qemu-") for c in src), src
+        work = hf["work"] / ("oem-" + board)
+        for version, has in ((HOTFIX2, True), (RELEASE, False)):
+            d = image_dir(fleet, host, board, version)
+            oem = oem_partition(d / "flatcar_production_qemu_uefi_image.img", work / version)
+            assert (oem / "sysext" / "active-oem-qemu").is_file()
+            sysext = erofs_files(oem / "sysext" / ("oem-qemu-%s.raw" % version), work / (version + "-sysext"))
+            assert (sysext / "usr/share/kiln-oem/agent.conf").is_file() == has, version
+        assert (sysext.parent / (HOTFIX2 + "-sysext") / "usr/share/kiln-oem/agent.conf").read_text() == "KILN_OEM=b\n"
     assert channel(fleet, "stable") == {1: HOTFIX2, 2: HOTFIX2}
 
 

@@ -103,6 +103,6 @@ def test_binhost_outside_flatcar_dev_builds_fails_in_one_line(built):
 
 def test_sysext_gets_its_signing_key_dir_through_sudo(built):
     checkout = built["checkout"]
-    res, _run = run_module("kiln.flatcar.sysext", stage_args(checkout, name="mysx", packages=["app-misc/foo"]))
+    res, _run = run_module("kiln.flatcar.sysext", stage_args(checkout, name="mysx", packages=["app-containers/docker"]))
     assert not res.get("failed"), "%s\n%s" % (res.get("msg"), "\n".join(res.get("log_tail") or []))
     assert os.path.isfile(res["sysext"])

@@ -62,7 +62,7 @@ def test_sdk_stages_write_nothing_in_check_mode(env):
     build = checkout / "__build__"
     checkout_args = {"dest": str(checkout), "repo": env["origin"], "ref": TAG, "version": VERSION}
     common = {"scripts_dir": str(checkout), "board": BOARD, "sdk_registry": sdk.STANDIN_REGISTRY}
-    sysext_args = dict(common, name="kilntest", packages=["app-misc/jq"])
+    sysext_args = dict(common, name="kilntest", packages=["app-containers/docker"])
     res, _run = run_module("kiln.flatcar.sdk_checkout", checkout_args)
     assert res.get("changed") and not res.get("failed"), res
     state = os.path.join(str(build), "images", "kiln", BOARD, VERSION)

@@ -85,9 +85,13 @@ class Board:
         self.run("./setup_board", f"--board={BOARD}", "--force")
 
 
-def emerged(output):
-    """[(kind, cpv)] of the >>> Emerging lines, checking the (N of M) counter."""
-    rows = EMERGE_RE.findall(output)
+def emerged(output, block=0):
+    """[(kind, cpv)] of the >>> Emerging lines of one emerge run, checking the (N of M) counter. build_packages runs
+    emerge for the board packages (block 0), then twice per OEM sysext package (--onlydeps, --buildpkgonly)."""
+    blocks = output.split("Calculating dependencies... done!")[1:]
+    if not blocks:
+        return []
+    rows = EMERGE_RE.findall(blocks[block])
     for i, (_b, n, m, _cpv, _repo) in enumerate(rows, 1):
         assert (int(n), int(m)) == (i, len(rows)), output
     return [("binary" if b else "source", cpv) for b, _n, _m, cpv, _repo in rows]
@@ -128,7 +132,14 @@ def test_cold_build_builds_everything_from_source(board):
     assert ">>> Installing (1 of 13) sys-apps/baselayout-3.6.8-r3::coreos-overlay to /build/amd64-usr/" in board.cold.output
     assert ">>> Completed (13 of 13) coreos-devel/board-packages-0.0.1::coreos-overlay to /build/amd64-usr/" in board.cold.output
     idx = board.sh(f"cat /build/{BOARD}/var/lib/portage/pkgs/Packages")
-    assert "PACKAGES: 13" in idx and "CPV: app-containers/docker-28.0.4" in idx
+    assert "PACKAGES: 18" in idx and "CPV: app-containers/docker-28.0.4" in idx
+    # then the OEM sysexts' metapackages as binary packages only (vendor build_packages:301-350), not installed
+    oems = [emerged(board.cold.output, i) for i in range(1, 11)]
+    assert oems == [x for o in ("ami-0.2.0", "azure-2.12.0.4-r2", "openstack-0.0.2", "qemu-0.0.2", "vmware-12.5.0")
+                    for x in ([], [("source", "coreos-base/oem-" + o)])], board.cold.output
+    assert "CPV: coreos-base/oem-qemu-0.0.2" in idx
+    installed = board.sh(f"ls -d /build/{BOARD}/var/db/pkg/coreos-base/* | sed 's|^|VDB:|'")
+    assert "VDB:/build/amd64-usr/var/db/pkg/coreos-base/coreos-0.0.1" in installed and "/oem-" not in installed
     assert "RDEPEND: sys-libs/glibc dev-libs/openssl:0/3=" in idx and "SLOT: 0/3" in idx
 
 
@@ -193,7 +204,8 @@ def test_http_binhost_is_fetched_from_the_builder_network(board):
         pkgs = f"/boards/{BOARD}/{SDK_VERSION}/pkgs/"
         assert pkgs + "Packages" in got, _Binhost.requested
         assert pkgs + "coreos-base/update_engine-0.4.10-r20.gpkg.tar" in got, _Binhost.requested
-        assert len([p for p in got if p.endswith(".gpkg.tar")]) == 13, _Binhost.requested
+        # the 13 board packages and the 5 OEM sysext metapackages (--buildpkgonly finds them on the binhost)
+        assert len([p for p in got if p.endswith(".gpkg.tar")]) == 18, _Binhost.requested
 
         # an index that cannot be fetched: portage's error line (bintree._populate_remote), then source builds
         _set_dev_builds(board, url + "/gone")
@@ -302,3 +314,63 @@ def test_files_mod_is_built_from_source_and_lands_in_the_image(board, tmp_path):
     assert motd.stdout == "KILN_FILES_MOD=1\n"
     listing = subprocess.run(["unsquashfs", "-lls", str(sq), "usr/share/kiln-motd/bin/hello"], capture_output=True, text=True, check=True)
     assert "-rwxr-xr-x" in listing.stdout, listing.stdout
+
+
+def erofs_files(image, dest):
+    subprocess.run(["fsck.erofs", f"--extract={dest}", str(image)], check=True, capture_output=True)
+    return dest
+
+
+def test_files_mods_into_an_oem_sysext_and_a_sysext(board, tmp_path):
+    """`oem: azure` puts a files mod's package into coreos-base/oem-azure's RDEPEND: with the metapackage kept out of
+    binary packages (every changed package is, through rebuild_atoms) build_sysext --metapkgs=coreos-base/oem-azure
+    installs the files into oem-azure.raw. Left to its old binary package (the flatcar/Flatcar#473 trap), the OEM
+    sysext is built from the binpkg's recorded RDEPEND and the files are missing, as with the real emerge
+    --usepkgonly. `sysext: <name>` puts the package in sysext_packages, which build_sysext installs."""
+    from ansible_collections.kiln.flatcar.plugins.module_utils import _mods
+
+    src = tmp_path / "oemconf"
+    src.mkdir()
+    (src / "agent.conf").write_text("KILN_OEM_FILE=1\n")
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "tool.txt").write_text("KILN_SYSEXT_FILE=1\n")
+
+    def git(args, env=None):
+        e = dict(os.environ, **(env or {}))
+        return subprocess.run(["git", "-C", str(board.co)] + list(args), capture_output=True, text=True, check=True, env=e).stdout
+
+    mods = _mods.validate_mods([
+        {"kind": "files", "src": str(src), "dest": "/usr/share/oem-azure/kiln", "name": "oemconf", "oem": "azure"},
+        {"kind": "files", "src": str(tools), "dest": "/usr/share/kiln-tools", "name": "tools", "sysext": "kilntools"}])
+    applied = _mods.apply_mods(str(board.co), mods, git)
+    assert applied["rebuild_atoms"] == ["coreos-base/oem-azure", "kiln-files/oemconf", "kiln-files/tools"]
+    assert applied["sysext_packages"] == {"kilntools": ["kiln-files/tools"]}
+    d = board.co / "__build__/images/images" / BOARD / "latest"
+
+    # the trap: only the new packages kept out of binpkgs; oem-azure's old binpkg (no kiln-files/oemconf) is used
+    board.build_packages("--usepkg_exclude=kiln-files/oemconf kiln-files/tools")
+    board.run("./build_image", f"--board={BOARD}", "--oem_sysexts=azure", "prod", "oem_sysext", "--replace")
+    assert (d / "oem-azure_packages.txt").read_text().split() == ["coreos-base/oem-azure-2.12.0.4-r2::coreos-overlay"]
+    assert not (erofs_files(d / "oem-azure.raw", tmp_path / "trap") / "usr/share/oem-azure/kiln").exists()
+
+    # as kiln builds it: every package the mods touched comes from source, and the sysext's packages are build_packages
+    # targets beside the default ones (the build role's packages), since build_sysext installs binary packages only
+    r = board.build_packages("--usepkg_exclude=" + " ".join(applied["rebuild_atoms"]), "--", "@system",
+                             "coreos-devel/board-packages", *applied["sysext_packages"]["kilntools"])
+    assert ("source", "coreos-base/oem-azure-2.12.0.4-r2") in [row for i in range(1, 11) for row in emerged(r.output, i)], r.output
+    board.run("./build_image", f"--board={BOARD}", "--oem_sysexts=azure", "prod", "oem_sysext", "--replace")
+    assert (d / "oem-azure_packages.txt").read_text().split() == [
+        "coreos-base/oem-azure-2.12.0.4-r2::coreos-overlay", "kiln-files/oemconf-1::coreos-overlay"]
+    oem = erofs_files(d / "oem-azure.raw", tmp_path / "oem")
+    assert (oem / "usr/share/oem-azure/kiln/agent.conf").read_text() == "KILN_OEM_FILE=1\n"
+    assert (oem / "usr/share/oem-azure/chrony.conf").is_file()  # the metapackage's own files stay
+    assert "SYSEXT_VERSION_ID=2.12.0.4-r2" in (oem / "usr/lib/extension-release.d/extension-release.oem-azure").read_text()
+    assert not (d / "oem-qemu.raw").exists()  # --oem_sysexts=azure: that OEM only
+
+    board.run("./build_sysext", f"--board={BOARD}", "--image_builddir=/mnt/host/source/src/build/images/amd64-usr/latest/kt",
+              "kilntools", *applied["sysext_packages"]["kilntools"])
+    assert (d / "kt/kilntools_packages.txt").read_text().split() == ["kiln-files/tools-1::coreos-overlay"]
+    sx = erofs_files(d / "kt/kilntools.raw", tmp_path / "sx")
+    assert (sx / "usr/share/kiln-tools/tool.txt").read_text() == "KILN_SYSEXT_FILE=1\n"
+    assert not (sx / "var").exists() and not (sx / "etc").exists()  # only /usr, like the real build_sysext

@@ -240,11 +240,20 @@ def test_host_mode_flow_and_sysext(checkout):
         "--image_compression_formats=gz,bz2,none", host=True, env=env, check=True)
     run(checkout, "-U", "./build_sysext", "--board=amd64-usr",
         "--image_builddir=/mnt/host/source/src/build/images/amd64-usr/latest/mysx",
-        "mysx", "app-misc/foo", host=True, env=env, check=True)
+        "mysx", "app-containers/docker", host=True, env=env, check=True)
     (d,) = build_dirs(checkout)
     for f in ("flatcar_production_openstack_image.img", "flatcar_production_openstack_image.img.gz",
               "flatcar_production_openstack_image.img.bz2", "mysx/mysx.raw"):
         assert (d / f).is_file(), f
+    # like the real build_sysext: the binary packages of docker and of what the image lacks (containerd),
+    # listed as equery prints them; a package with no binary package is refused like emerge --usepkgonly
+    pkgs = (d / "mysx/mysx_packages.txt").read_text().split()
+    assert [re.sub(r"-[0-9].*", "", p) for p in pkgs] == ["app-containers/containerd", "app-containers/docker"], pkgs
+    assert all(p.endswith("::portage-stable") for p in pkgs), pkgs
+    r = run(checkout, "-U", "./build_sysext", "--board=amd64-usr",
+            "--image_builddir=/mnt/host/source/src/build/images/amd64-usr/latest/mysx2",
+            "mysx2", "app-misc/foo", host=True, env=env)
+    assert r.returncode == 1 and 'emerge: there are no binary packages to satisfy "app-misc/foo".' in r.output, r.output
 
 
 # ---------------------------------------------------------- docker / flow --
@@ -344,6 +353,19 @@ def test_full_flow_produces_named_artifacts(checkout, cname):
     qinfo = subprocess.run(["qemu-img", "info", str(d / "flatcar_production_qemu_uefi_image.img")],
                            capture_output=True, text=True, check=True).stdout
     assert "file format: qcow2" in qinfo
+    # OEM sysexts as create_oem_sysexts builds them: build_sysext --metapkgs=coreos-base/oem-<id> from the binary
+    # package build_packages made, the package's files and version in the sysext
+    assert (d / "oem-azure_packages.txt").read_text().split() == ["coreos-base/oem-azure-2.12.0.4-r2::coreos-overlay"]
+    azure = erofs_tree(d / "oem-azure.raw", d.parent / "x-azure")
+    assert (azure / "usr/share/oem-azure/chrony.conf").read_text().startswith("# stand-in chrony.conf")
+    release = (azure / "usr/lib/extension-release.d/extension-release.oem-azure").read_text().splitlines()
+    assert "SYSEXT_ID=oem-azure" in release and "SYSEXT_VERSION_ID=2.12.0.4-r2" in release
+
+
+def erofs_tree(image, dest):
+    """The files of an EROFS sysext (fsck.erofs --extract)."""
+    subprocess.run(["fsck.erofs", f"--extract={dest}", str(image)], check=True, capture_output=True)
+    return dest
 
 
 def test_outputs_are_deterministic(tmp_path, docker_sdk):

@@ -31,6 +31,9 @@ def write(path, text, mode=0o644):
     os.chmod(path, mode)
 
 
+OEM_AZURE = 'EAPI=8\nDESCRIPTION="OEM suite for Azure"\nSLOT="0"\nKEYWORDS="amd64 arm64"\nRDEPEND="\n  net-misc/chrony\n"\n'
+
+
 def run_git(cwd, *args, env=None):
     full = dict(os.environ, HOME=cwd, **GIT_ENV)
     full.update(env or {})
@@ -57,6 +60,8 @@ def upstream(tmp_path_factory):
     write(os.path.join(root, m.KERNEL_FILES, "amd64_defconfig-6.12"), "CONFIG_X86=y\n")
     write(os.path.join(root, m.PROFILE_FILES["use"]), "sys-apps/systemd -foo\n")
     write(os.path.join(root, m.PORTAGE_STABLE, "app-misc/jq/jq-1.7.ebuild"), "EAPI=8\n")
+    write(os.path.join(root, m.OVERLAY, "coreos-base/oem-azure/oem-azure-2.12.0.4-r2.ebuild"), OEM_AZURE)
+    write(os.path.join(root, m.OVERLAY, "coreos-base/oem-azure/oem-azure-2.9.1.1-r3.ebuild"), OEM_AZURE)
     run_git(root, "init", "-q", "-b", "main")
     run_git(root, "add", "-A")
     run_git(root, "commit", "-q", "-m", "base")
@@ -201,8 +206,12 @@ def test_atoms_from_paths():
     ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/acme", "name": "acme-1.0", "image": True}, "not a package name"),
     ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/acme", "name": "acme", "image": True, "sysext": "x"},
      "image and sysext both set"),
-    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/acme", "name": "acme"}, "neither image nor sysext"),
-    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/acme", "name": "acme", "image": False}, "neither image nor sysext"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/acme", "name": "acme"}, "none of image, sysext, oem set"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/acme", "name": "acme", "image": False}, "none of image, sysext, oem set"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/acme", "name": "acme", "oem": "qemu", "sysext": "x"},
+     "sysext and oem both set"),
+    ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/acme", "name": "acme", "oem": "../qemu"}, "oem"),
+    ({"kind": "ebuild", "src": "{src}/hello", "category": "app-misc", "image": True, "oem": "qemu"}, "image and oem both set"),
     ({"kind": "files", "src": "{src}/hello", "dest": "/usr/share/acme", "name": "acme", "sysext": "a b"}, "sysext"),
     ({"kind": "files", "src": "{src}/missing", "dest": "/usr/share/acme", "name": "acme", "image": True}, "is not a directory"),
     ({"kind": "files", "src": "{src}/fix.patch", "dest": "/usr/share/acme", "name": "acme", "image": True}, "is not a directory"),
@@ -336,6 +345,31 @@ def test_files_mod_into_a_sysext_and_the_categories_file(upstream, payload, tmp_
     assert again["changed_paths"] == [m.OVERLAY + "/kiln-files/acme/files/src/doc/README"]
     assert not os.path.exists(os.path.join(package_dir(work), "files", "src", "doc"))
     assert m.atoms_from_paths(again["changed_paths"]) == ["kiln-files/acme"]
+
+
+def test_files_and_ebuild_mods_into_an_oem_sysext(upstream, payload, sources, tmp_path):
+    """oem: <id> puts the package in the RDEPEND of coreos-base/oem-<id> (every ebuild of it), so build_image's
+    build_sysext --metapkgs=coreos-base/oem-<id> installs it into the OEM sysext; the metapackage is rebuilt."""
+    work = clone(upstream, str(tmp_path / "w"))
+    meta = open(os.path.join(work, m.OVERLAY, "coreos-base/coreos/coreos-0.0.1.ebuild")).read()
+    mods = m.validate_mods([files_mod(payload, image=False, oem="azure"),
+                            {"kind": "ebuild", "src": sources + "/hello", "category": "app-misc", "oem": "azure"}])
+    assert [x["oem"] for x in mods] == ["azure", "azure"]
+    res = m.apply_mods(work, mods, git_for(work))
+    azure = os.path.join(work, m.OVERLAY, "coreos-base/oem-azure")
+    for name in ("oem-azure-2.12.0.4-r2.ebuild", "oem-azure-2.9.1.1-r3.ebuild"):
+        text = open(os.path.join(azure, name)).read()
+        assert text.startswith(OEM_AZURE)
+        assert text.endswith(m.OEM_RDEPEND_MARK + '\nRDEPEND+="\n\tkiln-files/acme\n\tapp-misc/hello\n"\n'), text
+    assert open(os.path.join(work, m.OVERLAY, "coreos-base/coreos/coreos-0.0.1.ebuild")).read() == meta
+    assert res["rebuild_atoms"] == ["app-misc/hello", "coreos-base/oem-azure", "kiln-files/acme"]
+    assert res["sysext_packages"] == {}
+    assert [x.get("oem") for x in m.summary(mods)] == ["azure", "azure"]
+    # an OEM the checkout has no ebuild for: one line naming what to give
+    work2 = clone(upstream, str(tmp_path / "w2"))
+    with pytest.raises(m.ModsError) as exc:
+        m.apply_mods(work2, m.validate_mods([files_mod(payload, image=False, oem="qemu")]), git_for(work2))
+    assert "\n" not in str(exc.value) and "oem 'qemu'" in str(exc.value) and "coreos-base/oem-qemu has no ebuild" in str(exc.value)
 
 
 @pytest.mark.parametrize("shell", ["bash", "sh"])

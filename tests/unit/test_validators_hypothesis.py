@@ -68,6 +68,8 @@ VALIDATORS = [
     ("git_ref", v.git_ref, SHELL | CONTROL),
     ("git_repo", v.git_repo, {"\n", "\r", "\0"}),
     ("registry", v.registry, SHELL | CONTROL),
+    ("package_atom", v.package_atom, (SHELL - {"*"}) | CONTROL),    # =cat/pkg-1.2* is an atom
+    ("package_target", v.package_target, (SHELL - {"*"}) | CONTROL),
 ]
 VALIDATORS += [(name, getattr(v, name), SHELL | CONTROL) for name in sorted(set(dir(v)) - set(n for n, _f, _b in VALIDATORS))
                if name.endswith("_name") and callable(getattr(v, name)) and name not in ("file_name", "container_name")]
@@ -214,3 +216,15 @@ def test_loader_truncated_bytes(tmp_path, cut, junk):
     assert (loaded is None) != (error is None)
     if error is not None:
         assert "\n" not in error
+
+
+@pytest.mark.parametrize("value, ok", [("@system", True), ("coreos-devel/board-packages", True), (">=app-misc/jq-1.7", True),
+                                       ("@", False), ("@-x", False), ("--usepkg", False), ("jq", False), ("@sys tem", False)])
+def test_package_target_takes_atoms_and_sets(value, ok):
+    """What kiln.flatcar.packages passes build_packages as targets: atoms and sets (the build role adds @system)."""
+    if ok:
+        assert v.package_target(value) == value
+    else:
+        with pytest.raises(v.Invalid) as exc:
+            v.package_target(value)
+        assert "is not a package atom or a set" in str(exc.value)

@@ -117,11 +117,16 @@ if [[ -n ${oem} ]]; then
     die "Prebuilt OEM sysext not found at ${prebuilt}. Run 'build_image oem_sysext' first."
   fi
   info "Installing oem-${oem} sysext from prebuilt image"
-  # The stand-in appends the OEM sysext to the OEM partition area when the
-  # disk has one big enough; otherwise the disk is left as is.
   . "${BUILD_LIBRARY_DIR}/standin_image_util.sh"
+  # into the OEM partition's file system, like install_oem_sysext
+  rc=0
+  standin_install_oem_sysext "${VM_TMP_IMG}" "${prebuilt}" "${oem}" "${FLATCAR_VERSION}" || rc=$?
+  if [[ ${rc} -ne 0 && ${rc} -ne 3 ]]; then
+    die "Could not install oem-${oem} sysext"
+  fi
+  # The placeholder disk (rc 3): the OEM sysext is appended to the OEM partition area when it fits.
   oem_num=$(sgdisk -p "${VM_TMP_IMG}" 2>/dev/null | awk '$1 ~ /^[0-9]+$/ && $NF == "OEM" {print $1; exit}')
-  if [[ -n ${oem_num} ]]; then
+  if [[ ${rc} -eq 3 && -n ${oem_num} ]]; then
     first=$(sgdisk -i "${oem_num}" "${VM_TMP_IMG}" | sed -n 's/^First sector: \([0-9]*\).*/\1/p')
     last=$(sgdisk -i "${oem_num}" "${VM_TMP_IMG}" | sed -n 's/^Last sector: \([0-9]*\).*/\1/p')
     size=$(stat -c %s "${prebuilt}")

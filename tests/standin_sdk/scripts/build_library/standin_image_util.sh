@@ -52,22 +52,31 @@ standin_contents() {
   (cd "$1" && find . -mindepth 1 -printf '%M %s %p\n' | LC_ALL=C sort -k3)
 }
 
-# standin_sysext_image OUT NAME ARCH ATOMS...: small EROFS image with extension-release
+# standin_sysext_image OUT NAME ARCH ATOMS...: small EROFS image with extension-release and the atoms listed
+# standin_sysext_image OUT NAME ARCH --root DIR: EROFS image of DIR's /usr (build_sysext's install root) with the
+#   extension-release file (vendor build_sysext:293-303; SYSEXT_VERSION_ID from STANDIN_SYSEXT_VERSION_ID)
 standin_sysext_image() {
   local out=$1 name=$2 arch=$3; shift 3
   local t atom
   t=$(mktemp -d)
-  mkdir -p "${t}/usr/lib/extension-release.d" "${t}/usr/share/standin-sysext/${name}"
-  cat > "${t}/usr/lib/extension-release.d/extension-release.${name}" <<EXT
-ID=flatcar
-VERSION_ID=${FLATCAR_VERSION_ID}
-ARCHITECTURE=${arch}
-EXTENSION_RELOAD_MANAGER=1
-SYSEXT_ID=${name}
-EXT
-  for atom in "$@"; do
-    echo "${atom}" >> "${t}/usr/share/standin-sysext/${name}/packages"
-  done
+  if [[ ${1:-} == --root ]]; then
+    [[ -d $2/usr ]] && cp -a "$2/usr" "${t}/"
+  fi
+  mkdir -p "${t}/usr/lib/extension-release.d"
+  {
+    echo "ID=flatcar"
+    echo "VERSION_ID=${FLATCAR_VERSION_ID}"
+    echo "ARCHITECTURE=${arch}"
+    echo "EXTENSION_RELOAD_MANAGER=1"
+    echo "SYSEXT_ID=${name}"
+    [[ -n ${STANDIN_SYSEXT_VERSION_ID:-} ]] && echo "SYSEXT_VERSION_ID=${STANDIN_SYSEXT_VERSION_ID}"
+  } > "${t}/usr/lib/extension-release.d/extension-release.${name}"
+  if [[ ${1:-} != --root ]]; then
+    mkdir -p "${t}/usr/share/standin-sysext/${name}"
+    for atom in "$@"; do
+      echo "${atom}" >> "${t}/usr/share/standin-sysext/${name}/packages"
+    done
+  fi
   standin_erofs "${t}" "${out}"
   rm -rf "${t}"
 }
@@ -93,6 +102,43 @@ standin_fallback_disk() {
   dd if="${usr}" of="${out}" bs=512 seek="${start}" conv=notrunc status=none
 }
 
+# standin_install_oem_sysext DISK RAW OEM VERSION: install_oem_sysext of vendor build_library/vm_image_util.sh:401-437
+# on the stand-in disk's OEM partition (ext4; real: btrfs): RAW as /sysext/oem-<OEM>-<VERSION>.raw, the marker
+# /sysext/active-oem-<OEM>, /oem-release from the sysext's extension-release (SYSEXT_ID without "oem-", the SYSEXT_
+# prefix dropped). The partition's file system is written again with its files plus these (same label and UUID).
+# Returns 3 when the OEM partition holds no ext4 (standin_fallback_disk's placeholder).
+standin_install_oem_sysext() {
+  local disk=$1 raw=$2 oem=$3 version=$4
+  local num first last t uuid label
+  num=$(sgdisk -p "${disk}" 2>/dev/null | awk '$1 ~ /^[0-9]+$/ && $NF == "OEM" {print $1; exit}')
+  [[ -n ${num} ]] || return 1
+  first=$(sgdisk -i "${num}" "${disk}" | sed -n 's/^First sector: \([0-9]*\).*/\1/p')
+  last=$(sgdisk -i "${num}" "${disk}" | sed -n 's/^Last sector: \([0-9]*\).*/\1/p')
+  t=$(mktemp -d)
+  dd if="${disk}" of="${t}/oem.img" bs=512 skip="${first}" count=$((last - first + 1)) status=none
+  if ! dumpe2fs -h "${t}/oem.img" >/dev/null 2>&1; then
+    rm -rf "${t}"
+    return 3   # no file system there: the placeholder disk
+  fi
+  uuid=$(dumpe2fs -h "${t}/oem.img" 2>/dev/null | sed -n 's/^Filesystem UUID: *//p')
+  label=$(dumpe2fs -h "${t}/oem.img" 2>/dev/null | sed -n 's/^Filesystem volume name: *//p')
+  mkdir -p "${t}/root" "${t}/ext"
+  debugfs -R "rdump / ${t}/root" "${t}/oem.img" >/dev/null 2>&1 || { rm -rf "${t}"; return 1; }
+  rm -rf "${t}/root/lost+found"
+  install -Dpm 0644 "${raw}" "${t}/root/sysext/oem-${oem}-${version}.raw"
+  touch "${t}/root/sysext/active-oem-${oem}"
+  # EROFS (standin_erofs), or squashfs where mkfs.erofs is missing
+  fsck.erofs --extract="${t}/ext" "${raw}" >/dev/null 2>&1 \
+    || unsquashfs -q -n -f -d "${t}/ext" "${raw}" >/dev/null 2>&1 || { rm -rf "${t}"; return 1; }
+  sed --quiet --regexp-extended -e "s/^SYSEXT_ID=oem-/SYSEXT_ID=/" -e "s/^SYSEXT_//p" \
+    "${t}/ext/usr/lib/extension-release.d/extension-release.oem-${oem}" > "${t}/root/oem-release"
+  find "${t}/root" -exec touch -h -d "@${STANDIN_EPOCH}" {} +
+  mkfs.ext4 -q -F -t ext4 -L "${label:-OEM}" -U "${uuid}" -E "hash_seed=${uuid},root_owner=0:0" -N 1024 \
+    -d "${t}/root" "${t}/oem.img" >/dev/null 2>&1 || { rm -rf "${t}"; return 1; }
+  dd if="${t}/oem.img" of="${disk}" bs=512 seek="${first}" conv=notrunc status=none
+  rm -rf "${t}"
+}
+
 # standin_extract_partition DISK LABEL OUT: copy a partition by GPT name
 standin_extract_partition() {
   local disk=$1 label=$2 out=$3
@@ -104,12 +150,23 @@ standin_extract_partition() {
   dd if="${disk}" of="${out}" bs=512 skip="${first}" count=$((last - first + 1)) status=none
 }
 
-# OEM ids that have sysexts, per arch (coreos-base/oem-* KEYWORDS)
+# OEM ids that have sysexts, per arch: like get_oem_id_list of flatcar/scripts' build_library/oem_sysexts.sh
+# (the version that reads the overlay): every coreos-overlay/coreos-base/oem-<id> with an ebuild whose KEYWORDS
+# name the arch. The stand-in overlay carries a few OEMs, so "everything!" means those.
 standin_oem_ids() {
-  case "$1" in
-    amd64) echo akamai ami azure cloudsigma cloudstack digitalocean exoscale gce hetzner hyperv kubevirt nutanix openstack oraclecloud proxmoxve qemu scaleway stackit vagrant virtualbox vmware ;;
-    arm64) echo akamai ami azure hetzner kubevirt openstack oraclecloud proxmoxve qemu scaleway stackit ;;
-  esac
+  local arch=$1 dir ebuild
+  local -a ids=()
+  for dir in "${SRC_ROOT}/third_party/coreos-overlay/coreos-base"/oem-*; do
+    for ebuild in "${dir}"/*.ebuild; do
+      [[ -e ${ebuild} ]] || continue
+      # shellcheck disable=SC2317  # inherit() is called by the sourced ebuild
+      if ( set +eu; KEYWORDS=""; inherit() { :; }; . "${ebuild}" &>/dev/null; [[ ${KEYWORDS} =~ (^|[[:space:]])${arch}($|[[:space:]]) ]] ); then
+        ids+=( "${dir##*/oem-}" )
+        break
+      fi
+    done
+  done
+  echo "${ids[*]}"
 }
 # Extra sysexts (build_library/extra_sysexts.sh names), per arch
 standin_extra_sysexts() {

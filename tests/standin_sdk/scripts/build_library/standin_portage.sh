@@ -373,6 +373,33 @@ sp_index_lookup() {
     }' "$1"
 }
 
+# sp_index_best PACKAGES_FILE ATOM -> "CPV\037RDEPEND" of the best binpkg entry matching ATOM (version rules of
+# sp_atom_matches, highest version wins), nothing when there is none: what `emerge --usepkgonly` selects from, with
+# the dependencies the binary package recorded (not those of today's ebuild)
+sp_index_best() {
+  [[ -f $1 ]] || return 0
+  local atom=$2 cpv rdep slot best="" best_rdep="" ver best_ver=""
+  sp_atom_parse "${atom}"
+  local cp=${A_CP}
+  while IFS=$'\037' read -r cpv rdep slot; do
+    [[ ${cpv} == "${cp}"-[0-9]* ]] || continue
+    ver=${cpv#"${cp}"-}
+    sp_atom_matches "${atom}" "${cpv}" "${slot:-0/0}" "" || continue
+    if [[ -z ${best} || $(sp_vercmp "${ver}" "${best_ver}") == 1 ]]; then
+      best=${cpv} best_ver=${ver} best_rdep=${rdep}
+    fi
+  done < <(awk 'BEGIN { RS=""; FS="\n" }
+      NR > 1 { cpv=""; rdep=""; slot=""
+               for (i = 1; i <= NF; i++) {
+                 if ($i ~ /^CPV: /) cpv = substr($i, 6)
+                 else if ($i ~ /^RDEPEND: /) rdep = substr($i, 10)
+                 else if ($i ~ /^SLOT: /) slot = substr($i, 7)
+               }
+               if (cpv != "") printf "%s\037%s\037%s\n", cpv, rdep, slot }' "$1")
+  [[ -n ${best} ]] && printf '%s\037%s\n' "${best}" "${best_rdep}"
+  return 0
+}
+
 # sp_index_update PKGDIR CPV REPO SLOT USE RDEPEND: (re)write the Packages entry of CPV; entries sorted by CPV
 sp_index_update() {
   local pkgdir=$1 cpv=$2 repo=$3 slot=$4 use=$5 rdep=$6
@@ -566,9 +593,10 @@ sp_build_source() {
   rm -rf "${work}"
 }
 
-# sp_install_binpkg CPV: merge the binpkg from PKGDIR into BOARD_ROOT + the vdb (replacing the installed one)
+# sp_install_binpkg CPV: merge the binpkg from PKGDIR into the install root (SP_ROOT, default BOARD_ROOT: emerge's
+# --root) + its vdb (replacing the installed one)
 sp_install_binpkg() {
-  local cpv=$1 cat=${1%%/*} pf=${1#*/} t
+  local cpv=$1 cat=${1%%/*} pf=${1#*/} t iroot=${SP_ROOT:-${BOARD_ROOT}}
   t=$(mktemp -d)
   tar -C "${t}" -xf "${PKGDIR_HOST}/${cpv}.gpkg.tar"
   mkdir -p "${t}/meta" "${t}/image"
@@ -576,15 +604,15 @@ sp_install_binpkg() {
   zstd -q -d -c "${t}/${pf}/image.tar.zst" | tar -C "${t}/image" -xf -
   local cp old
   cp=${SP_CUR_CP}
-  for old in "${BOARD_ROOT}/var/db/pkg/${cat}/${cp#*/}"-[0-9]*; do
+  for old in "${iroot}/var/db/pkg/${cat}/${cp#*/}"-[0-9]*; do
     [[ -d ${old} ]] || continue
     if [[ -f ${old}/CONTENTS ]]; then
-      awk '$1 == "obj" { print $2 }' "${old}/CONTENTS" | while read -r f; do rm -f "${BOARD_ROOT}${f}"; done
+      awk '$1 == "obj" { print $2 }' "${old}/CONTENTS" | while read -r f; do rm -f "${iroot}${f}"; done
     fi
     rm -rf "${old}"
   done
-  cp -a "${t}/image/." "${BOARD_ROOT}/"
-  local vdb="${BOARD_ROOT}/var/db/pkg/${cat}/${pf}"
+  cp -a "${t}/image/." "${iroot}/"
+  local vdb="${iroot}/var/db/pkg/${cat}/${pf}"
   mkdir -p "${vdb}"
   cp -a "${t}/meta/." "${vdb}/"
   (cd "${t}/image" && find . -mindepth 1 \( -type f -o -type l \) | LC_ALL=C sort | while read -r f; do
@@ -594,9 +622,13 @@ sp_install_binpkg() {
 }
 
 # sp_emerge ATOM...: resolve, plan and merge (the stand-in `emerge-<board> ${EMERGE_FLAGS[@]} ATOM...`)
+# Modes (environment): SP_ROOT install root (--root; config stays the board's), SP_ONLYDEPS=1 (--onlydeps: the
+# requested packages themselves are left out), SP_BUILDPKGONLY=1 (--buildpkgonly), SP_REPLACE_ROOTS=1 (no
+# --update/--noreplace: a requested package is merged even when installed, its dependencies only when missing).
 sp_emerge() {
-  local a
+  local a iroot=${SP_ROOT:-${BOARD_ROOT}}
   local -a roots=()
+  local -A root_cp=()
   for a in "$@"; do
     if [[ ${a} == @system ]]; then
       while read -r a; do roots+=("${a#\*}"); done < <(sp_config_lines packages | grep '^\*')
@@ -608,7 +640,7 @@ sp_emerge() {
     fi
   done
   echo "Calculating dependencies... done!"
-  for a in "${roots[@]}"; do sp_resolve "${a}"; done
+  for a in "${roots[@]}"; do sp_resolve "${a}"; sp_atom_parse "${a}"; root_cp[${A_CP}]=1; done
 
   local -a plan_cp=() plan_kind=()
   SP_N_NEW=0 SP_N_UP=0 SP_N_DOWN=0 SP_N_RE=0 SP_N_BIN=0
@@ -627,7 +659,8 @@ sp_emerge() {
     binds=$(sp_bindings "${rdep}")
     SP_PLAN_RDEP[${cp}]=${rdep}
     SP_PLAN_SLOT[${cp}]=${slot}
-    inst_dir="${BOARD_ROOT}/var/db/pkg/${cpv}"
+    [[ ${SP_ONLYDEPS:-0} == 1 && -n ${root_cp[${cp}]:-} ]] && continue
+    inst_dir="${iroot}/var/db/pkg/${cpv}"
     if [[ -d ${inst_dir} ]] && [[ $(cat "${inst_dir}/USE" 2>/dev/null) == "${use}" ]] \
        && [[ $(sp_bindings "$(cat "${inst_dir}/RDEPEND" 2>/dev/null)") == "${binds}" ]]; then
       continue   # --update: same version, same USE (--newuse), same slot-operator bindings
@@ -660,7 +693,7 @@ sp_emerge() {
     plan_cp+=("${cp}"); plan_kind+=("${kind}")
     # counts for the "Total:" line (resolver/output_helpers.py PackageCounters)
     local old_ver="" od
-    for od in "${BOARD_ROOT}/var/db/pkg/${cp}"-[0-9]*; do [[ -d ${od} ]] && old_ver=${od##*/"${cp#*/}"-}; done
+    for od in "${iroot}/var/db/pkg/${cp}"-[0-9]*; do [[ -d ${od} ]] && old_ver=${od##*/"${cp#*/}"-}; done
     if [[ -z ${old_ver} ]]; then SP_N_NEW=$((SP_N_NEW + 1))
     else
       case "$(sp_vercmp "${ver}" "${old_ver}")" in
