@@ -13,7 +13,7 @@ and the fixed cost of one pipeline run that does not depend on S, so the ratio a
 cold build takes hours) can be read off:  ratio(S) = (F_h + S) / (F_c + N * S).
 
 Root only (network namespaces), docker for the stand-in SDK.  Usage:
-    python3 bench/bench_hotfix.py [--pkg-seconds 20] [--keep]
+    python3 bench/bench_hotfix.py [--pkg-seconds 20] [--keep] [--profile]
 """
 
 from __future__ import annotations
@@ -33,6 +33,18 @@ from tests.integration import test_hotfix_fleet as thf  # noqa: E402
 from tests.integration import test_pipeline_fleet as tpf  # noqa: E402
 from tests.standin_sdk import fixture as sdk  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+import bench_pipeline as bp  # noqa: E402  (the --profile callback and its printer)
+
+
+def profiled(label):
+    """The environment that makes one run write its per-task profile (bench/callback_plugins/kiln_profile.py)."""
+    if not bp.PROFILE.get("dir"):
+        return None
+    bp.PROFILE[label] = bp.PROFILE["dir"] / ("profile-%s.json" % label)
+    return {"ANSIBLE_CALLBACK_PLUGINS": str(REPO / "bench" / "callback_plugins"),
+            "ANSIBLE_CALLBACKS_ENABLED": "kiln_profile", "KILN_PROFILE_OUT": str(bp.PROFILE[label])}
+
 
 def packages_stage(fleet, version):
     out = {}
@@ -46,21 +58,24 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pkg-seconds", type=float, default=20.0, help="seconds per package built from source (S)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--profile", action="store_true", help="print where each run's time went (per play, slowest tasks, per host)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kiln-bench-hotfix-"))
+    if a.profile:
+        bp.PROFILE["dir"] = work
     ctx = thf.prepare(work, name_prefix="kbh")
     fleet = ctx["fleet"]
     try:
         for h in ("b-amd64", "b-arm64"):
             sdk.set_pkg_build_seconds(fleet.host_root(h) / "kiln" / "scripts", a.pkg_seconds)
         t0 = time.monotonic()
-        res = thf.play(fleet, tpf.PIPELINE, timeout=7200)
+        res = thf.play(fleet, tpf.PIPELINE, timeout=7200, env=profiled("cold"))
         cold = time.monotonic() - t0
         if res.returncode != 0:
             sys.exit("cold release failed:\n" + res.stdout[-6000:])
         patch = thf.make_hotfix_patch(work, ctx["origin"], "bench", "KILN_HOTFIX=bench")
         t0 = time.monotonic()
-        res = thf.play(fleet, thf.HOTFIX, *thf.hotfix_args(patch), timeout=7200)
+        res = thf.play(fleet, thf.HOTFIX, *thf.hotfix_args(patch), timeout=7200, env=profiled("hotfix"))
         hot = time.monotonic() - t0
         if res.returncode != 0:
             sys.exit("hotfix failed:\n" + res.stdout[-6000:])
@@ -80,6 +95,8 @@ def main():
               % (fixed_c, fixed_h, fixed_h, fixed_c, n))
         for s2 in (60, 300, 1800):
             print("    at S = %4d s: %.3f" % (s2, (fixed_h + s2) / (fixed_c + n * s2)))
+        bp.print_profile("cold")
+        bp.print_profile("hotfix")
         print(json.dumps({"bench": "hotfix", "pkg_seconds": s, "cold_s": round(cold, 1), "hotfix_s": round(hot, 1),
                           "ratio": round(hot / cold, 4), "packages_cold": pc, "packages_hotfix": ph}))
     finally:

@@ -27,6 +27,7 @@ if str(REPO) not in sys.path:
 from tests.fleet.harness import skip_reason  # noqa: E402
 from tests.integration import test_pipeline_fleet as tpf  # noqa: E402
 from tests.kiln_testlib import ensure_collection_path  # noqa: E402
+from tests.standin_sdk import fixture as sdk  # noqa: E402
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=str(skip_reason()))
 
@@ -111,8 +112,8 @@ def hf(tmp_path_factory):
         finish(ctx)
 
 
-def play(fleet, playbook, *extra, timeout=1500):
-    envv = {"ANSIBLE_COLLECTIONS_PATH": ensure_collection_path(), "ANSIBLE_NOCOLOR": "1"}
+def play(fleet, playbook, *extra, timeout=1500, env=None):
+    envv = {"ANSIBLE_COLLECTIONS_PATH": ensure_collection_path(), "ANSIBLE_NOCOLOR": "1", **(env or {})}
     return fleet.ansible_playbook(str(playbook), "-e", "@%s" % (fleet.workdir / "pipeline-vars.json"), *extra,
                                   env=envv, timeout=timeout)
 
@@ -156,11 +157,6 @@ def oem_partition(qcow2, dest):
     files.mkdir()
     subprocess.run(["debugfs", "-R", "rdump / %s" % files, str(part)], check=True, capture_output=True)
     return files
-
-
-def erofs_files(image, dest):
-    subprocess.run(["fsck.erofs", "--extract=%s" % dest, str(image)], check=True, capture_output=True)
-    return dest
 
 
 def current(fleet, board):
@@ -247,7 +243,7 @@ def test_second_hotfix_gets_the_next_number(hf):
             d = image_dir(fleet, host, board, version)
             oem = oem_partition(d / "flatcar_production_qemu_uefi_image.img", work / version)
             assert (oem / "sysext" / "active-oem-qemu").is_file()
-            sysext = erofs_files(oem / "sysext" / ("oem-qemu-%s.raw" % version), work / (version + "-sysext"))
+            sysext = sdk.erofs_files(oem / "sysext" / ("oem-qemu-%s.raw" % version), work / (version + "-sysext"))
             assert (sysext / "usr/share/kiln-oem/agent.conf").is_file() == has, version
         assert (sysext.parent / (HOTFIX2 + "-sysext") / "usr/share/kiln-oem/agent.conf").read_text() == "KILN_OEM=b\n"
     assert channel(fleet, "stable") == {1: HOTFIX2, 2: HOTFIX2}

@@ -316,11 +316,6 @@ def test_files_mod_is_built_from_source_and_lands_in_the_image(board, tmp_path):
     assert "-rwxr-xr-x" in listing.stdout, listing.stdout
 
 
-def erofs_files(image, dest):
-    subprocess.run(["fsck.erofs", f"--extract={dest}", str(image)], check=True, capture_output=True)
-    return dest
-
-
 def test_files_mods_into_an_oem_sysext_and_a_sysext(board, tmp_path):
     """`oem: azure` puts a files mod's package into coreos-base/oem-azure's RDEPEND: with the metapackage kept out of
     binary packages (every changed package is, through rebuild_atoms) build_sysext --metapkgs=coreos-base/oem-azure
@@ -352,7 +347,7 @@ def test_files_mods_into_an_oem_sysext_and_a_sysext(board, tmp_path):
     board.build_packages("--usepkg_exclude=kiln-files/oemconf kiln-files/tools")
     board.run("./build_image", f"--board={BOARD}", "--oem_sysexts=azure", "prod", "oem_sysext", "--replace")
     assert (d / "oem-azure_packages.txt").read_text().split() == ["coreos-base/oem-azure-2.12.0.4-r2::coreos-overlay"]
-    assert not (erofs_files(d / "oem-azure.raw", tmp_path / "trap") / "usr/share/oem-azure/kiln").exists()
+    assert not (sdk.erofs_files(d / "oem-azure.raw", tmp_path / "trap") / "usr/share/oem-azure/kiln").exists()
 
     # as kiln builds it: every package the mods touched comes from source, and the sysext's packages are build_packages
     # targets beside the default ones (the build role's packages), since build_sysext installs binary packages only
@@ -362,7 +357,7 @@ def test_files_mods_into_an_oem_sysext_and_a_sysext(board, tmp_path):
     board.run("./build_image", f"--board={BOARD}", "--oem_sysexts=azure", "prod", "oem_sysext", "--replace")
     assert (d / "oem-azure_packages.txt").read_text().split() == [
         "coreos-base/oem-azure-2.12.0.4-r2::coreos-overlay", "kiln-files/oemconf-1::coreos-overlay"]
-    oem = erofs_files(d / "oem-azure.raw", tmp_path / "oem")
+    oem = sdk.erofs_files(d / "oem-azure.raw", tmp_path / "oem")
     assert (oem / "usr/share/oem-azure/kiln/agent.conf").read_text() == "KILN_OEM_FILE=1\n"
     assert (oem / "usr/share/oem-azure/chrony.conf").is_file()  # the metapackage's own files stay
     assert "SYSEXT_VERSION_ID=2.12.0.4-r2" in (oem / "usr/lib/extension-release.d/extension-release.oem-azure").read_text()
@@ -371,6 +366,6 @@ def test_files_mods_into_an_oem_sysext_and_a_sysext(board, tmp_path):
     board.run("./build_sysext", f"--board={BOARD}", "--image_builddir=/mnt/host/source/src/build/images/amd64-usr/latest/kt",
               "kilntools", *applied["sysext_packages"]["kilntools"])
     assert (d / "kt/kilntools_packages.txt").read_text().split() == ["kiln-files/tools-1::coreos-overlay"]
-    sx = erofs_files(d / "kt/kilntools.raw", tmp_path / "sx")
+    sx = sdk.erofs_files(d / "kt/kilntools.raw", tmp_path / "sx")
     assert (sx / "usr/share/kiln-tools/tool.txt").read_text() == "KILN_SYSEXT_FILE=1\n"
     assert not (sx / "var").exists() and not (sx / "etc").exists()  # only /usr, like the real build_sysext

@@ -356,16 +356,10 @@ def test_full_flow_produces_named_artifacts(checkout, cname):
     # OEM sysexts as create_oem_sysexts builds them: build_sysext --metapkgs=coreos-base/oem-<id> from the binary
     # package build_packages made, the package's files and version in the sysext
     assert (d / "oem-azure_packages.txt").read_text().split() == ["coreos-base/oem-azure-2.12.0.4-r2::coreos-overlay"]
-    azure = erofs_tree(d / "oem-azure.raw", d.parent / "x-azure")
+    azure = sdk.erofs_files(d / "oem-azure.raw", d.parent / "x-azure")
     assert (azure / "usr/share/oem-azure/chrony.conf").read_text().startswith("# stand-in chrony.conf")
     release = (azure / "usr/lib/extension-release.d/extension-release.oem-azure").read_text().splitlines()
     assert "SYSEXT_ID=oem-azure" in release and "SYSEXT_VERSION_ID=2.12.0.4-r2" in release
-
-
-def erofs_tree(image, dest):
-    """The files of an EROFS sysext (fsck.erofs --extract)."""
-    subprocess.run(["fsck.erofs", f"--extract={dest}", str(image)], check=True, capture_output=True)
-    return dest
 
 
 def test_outputs_are_deterministic(tmp_path, docker_sdk):

@@ -225,6 +225,12 @@ def set_pkg_build_seconds(checkout_dir: PathLike, seconds: Optional[float]) -> N
 
 # ---------------------------------------------------------------- docker ---
 
+def erofs_files(image: PathLike, dest: PathLike) -> Path:
+    """The files of a stand-in sysext (EROFS, ``fsck.erofs --extract``) under ``dest``, to read what it installs."""
+    subprocess.run(["fsck.erofs", "--extract=%s" % dest, str(image)], check=True, capture_output=True)
+    return Path(dest)
+
+
 def docker_available() -> bool:
     if not shutil.which("docker"):
         return False
