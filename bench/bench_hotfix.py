@@ -72,13 +72,13 @@ def main():
         res = thf.play(fleet, tpf.PIPELINE, timeout=7200, env=profiled("cold"))
         cold = time.monotonic() - t0
         if res.returncode != 0:
-            sys.exit("cold release failed:\n" + res.stdout[-6000:])
+            sys.exit("cold release failed:\n" + res.stdout[-6000:] + (res.stderr or "")[-3000:])
         patch = thf.make_hotfix_patch(work, ctx["origin"], "bench", "KILN_HOTFIX=bench")
         t0 = time.monotonic()
         res = thf.play(fleet, thf.HOTFIX, *thf.hotfix_args(patch), timeout=7200, env=profiled("hotfix"))
         hot = time.monotonic() - t0
         if res.returncode != 0:
-            sys.exit("hotfix failed:\n" + res.stdout[-6000:])
+            sys.exit("hotfix failed:\n" + res.stdout[-6000:] + (res.stderr or "")[-3000:])
         pc, ph = packages_stage(fleet, thf.RELEASE), packages_stage(fleet, thf.HOTFIX1)
         n = max(v[1] for v in pc.values())
         s = a.pkg_seconds
