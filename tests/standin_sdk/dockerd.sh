@@ -14,6 +14,23 @@ STALE_SOCK=${KILN_TEST_DOCKER_SOCK:-/var/run/docker.sock}
 
 docker_ok() { docker info >/dev/null 2>&1; }
 
+# alive PID: the process exists and is not a zombie
+alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat:0:1} != Z ]]
+}
+
+# any_dockerd: a live process called dockerd (zombies do not hold the socket or docker.pid)
+any_dockerd() {
+    local pid
+    for pid in $(pgrep -x dockerd); do
+        alive "${pid}" && return 0
+    done
+    return 1
+}
+
 our_pid() {
     local pid
     [[ -s ${PIDFILE} ]] || return 1
@@ -43,7 +60,7 @@ cmd_start() {
     fi
     local offset=0 launched=0
     if ! our_pid >/dev/null; then
-        if ! pgrep -x dockerd >/dev/null; then
+        if ! any_dockerd; then
             # A stale socket or pid file from a dead daemon blocks startup (the pid
             # in docker.pid may name a live, unrelated process by now).
             rm -f "${STALE_SOCK}" "${STALE_PIDFILE}"
@@ -61,14 +78,29 @@ cmd_start() {
             >>"${LOG}" 2>&1 < /dev/null &
         launched=1
     fi
-    local i
+    local i pid="" dead=""
     for ((i = 0; i < WAIT * 2; i++)); do
         if docker_ok; then
             echo "dockerd started (pid $(<"${PIDFILE}"))"
             return 0
         fi
-        if ! our_pid >/dev/null && { ((!launched)) || [[ -s ${PIDFILE} ]] || ((i >= 10)); }; then
-            echo "dockerd exited; see ${LOG}" >&2
+        if ((launched)); then
+            # The daemon we launched is dead when its process is gone. Not judged from its
+            # command line: /proc/<pid>/cmdline can read empty while the shell execs dockerd.
+            if [[ -z ${pid} && -s ${PIDFILE} ]]; then
+                pid=$(<"${PIDFILE}")
+                [[ ${pid} =~ ^[0-9]+$ ]] || pid=""
+            fi
+            if [[ -n ${pid} ]] && ! alive "${pid}"; then
+                dead="exited"
+            elif [[ -z ${pid} ]] && ((i >= 20)); then
+                dead="did not record its pid in ${PIDFILE}"
+            fi
+        elif ! our_pid >/dev/null; then
+            dead="exited"
+        fi
+        if [[ -n ${dead} ]]; then
+            echo "dockerd ${dead}; see ${LOG}" >&2
             # Only what this daemon wrote: an older daemon's lines mislead.
             tail -c +"$((offset + 1))" "${LOG}" | tail -n 20 >&2 || true
             return 1

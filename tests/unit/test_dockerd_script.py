@@ -6,6 +6,7 @@ A CI run failed in 52 s because setsid forks when the caller has job control, so
 pid was a launcher that had already exited and the script called a starting daemon dead.
 """
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -59,21 +60,37 @@ def _run(env, *args, job_control=False):
                           stdin=subprocess.DEVNULL, check=False)
 
 
+def _kill_fakes(tmp_path):
+    """Kill whatever fake daemon of this test is still running (a failed start must not leave one behind)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(tmp_path / "bin").encode() in cmdline:
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except OSError:
+                    pass
+
+
 @pytest.mark.parametrize("job_control", [False, True], ids=["plain", "job-control"])
 def test_start_records_the_daemon_and_stop_kills_it(tmp_path, job_control):
     env = _env(tmp_path, FAKE_DOCKERD_OK)
-    started = _run(env, "start", job_control=job_control)
-    assert started.returncode == 0, started.stderr
-    assert "dockerd started" in started.stdout
-    pid = int((tmp_path / "kiln-dockerd.pid").read_text())
     try:
+        started = _run(env, "start", job_control=job_control)
+        assert started.returncode == 0, started.stderr
+        assert "dockerd started" in started.stdout
+        pid = int((tmp_path / "kiln-dockerd.pid").read_text())
         assert b"dockerd" in Path(f"/proc/{pid}/cmdline").read_bytes()
         status = _run(env, "status")
         assert f"running (pid {pid}, started by dockerd.sh)" in status.stdout
         assert "already running" in _run(env, "start").stdout
-    finally:
         stopped = _run(env, "stop")
-    assert stopped.returncode == 0 and "dockerd stopped" in stopped.stdout
+        assert stopped.returncode == 0 and "dockerd stopped" in stopped.stdout
+    finally:
+        _kill_fakes(tmp_path)
     deadline = time.monotonic() + 10
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -83,7 +100,10 @@ def test_start_records_the_daemon_and_stop_kills_it(tmp_path, job_control):
 def test_a_dead_daemon_is_reported_with_its_own_log_lines(tmp_path):
     env = _env(tmp_path, FAKE_DOCKERD_FAIL)
     (tmp_path / "dockerd.log").write_text("an older daemon's line\n")
-    result = _run(env, "start", job_control=True)
+    try:
+        result = _run(env, "start", job_control=True)
+    finally:
+        _kill_fakes(tmp_path)
     assert result.returncode == 1
     assert "dockerd exited; see" in result.stderr
     assert "fake refusal" in result.stderr
