@@ -206,7 +206,7 @@ def _check_ebuild(mod):
     if len(names) != 1:
         raise ModsError("src %s holds ebuilds of several packages (%s): one directory per package" % (src, ", ".join(names)))
     package = _validate.package_name("%s/%s" % (category, names[0]))
-    image, sysext, oem = _image_or_sysext(mod)
+    image, sysext, oem = _target(mod)
     overlay = mod.get("overlay")
     if overlay is not None and overlay not in OVERLAYS:
         raise ModsError("overlay %r is not one of %s" % (overlay, ", ".join(sorted(OVERLAYS))))
@@ -214,7 +214,7 @@ def _check_ebuild(mod):
             "oem": oem, "overlay": overlay, "files": [[rel, sha, exe] for rel, sha, exe in files]}
 
 
-def _image_or_sysext(mod, required=False):
+def _target(mod, required=False):
     """``(image, sysext, oem)`` of an ebuild or files mod: at most one target (exactly one when ``required``)."""
     image, sysext, oem = mod.get("image", False), mod.get("sysext"), mod.get("oem")
     if not isinstance(image, bool):
@@ -259,7 +259,7 @@ def _check_files(mod):
     except _validate.Invalid:
         raise ModsError("name %r is not a package name (letters, digits, '+', '_', '-', not ending in -<version>): the generated "
                         "package is kiln-files/<name>" % name)
-    image, sysext, oem = _image_or_sysext(mod, required=True)
+    image, sysext, oem = _target(mod, required=True)
     files = _tree(src)
     if not files:
         raise ModsError("src %s holds no files" % src)
@@ -493,11 +493,10 @@ def _add_to_oem(checkout, oem, package):
     """``package`` in the RDEPEND of every ebuild of ``coreos-base/oem-<oem>`` (the OEM sysext's metapackage)."""
     rel = "%s/%s" % (OVERLAY, OEM_PACKAGE % oem)
     top = os.path.join(checkout, rel)
-    try:
+    ebuilds = []
+    if not os.path.islink(top) and os.path.isdir(top):
         ebuilds = sorted(n for n in os.listdir(top) if n.startswith("oem-%s-" % oem) and n.endswith(".ebuild"))
-    except OSError:
-        ebuilds = []
-    if not ebuilds or os.path.islink(top):
+    if not ebuilds:
         raise ModsError("oem %r: %s has no ebuild in the checkout: give the id of an OEM this scripts checkout builds a sysext "
                         "for (coreos-base/oem-<id>, e.g. qemu)" % (oem, rel))
     paths = []

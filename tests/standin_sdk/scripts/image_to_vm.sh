@@ -125,10 +125,8 @@ if [[ -n ${oem} ]]; then
     die "Could not install oem-${oem} sysext"
   fi
   # The placeholder disk (rc 3): the OEM sysext is appended to the OEM partition area when it fits.
-  oem_num=$(sgdisk -p "${VM_TMP_IMG}" 2>/dev/null | awk '$1 ~ /^[0-9]+$/ && $NF == "OEM" {print $1; exit}')
-  if [[ ${rc} -eq 3 && -n ${oem_num} ]]; then
-    first=$(sgdisk -i "${oem_num}" "${VM_TMP_IMG}" | sed -n 's/^First sector: \([0-9]*\).*/\1/p')
-    last=$(sgdisk -i "${oem_num}" "${VM_TMP_IMG}" | sed -n 's/^Last sector: \([0-9]*\).*/\1/p')
+  if [[ ${rc} -eq 3 ]] && range=$(standin_partition_range "${VM_TMP_IMG}" OEM); then
+    read -r first last <<< "${range}"
     size=$(stat -c %s "${prebuilt}")
     if (( size <= (last - first + 1) * 512 )) && [[ ! -x ${BUILD_LIBRARY_DIR}/standin_disk/mkdisk.sh ]]; then
       dd if="${prebuilt}" of="${VM_TMP_IMG}" bs=512 seek="${first}" conv=notrunc status=none

@@ -102,6 +102,15 @@ standin_fallback_disk() {
   dd if="${usr}" of="${out}" bs=512 seek="${start}" conv=notrunc status=none
 }
 
+# standin_partition_range DISK LABEL: "<first sector> <last sector>" of the partition with that GPT name
+standin_partition_range() {
+  local num info
+  num=$(sgdisk -p "$1" 2>/dev/null | awk -v l="$2" '$1 ~ /^[0-9]+$/ && $NF == l {print $1; exit}')
+  [[ -n ${num} ]] || return 1
+  info=$(sgdisk -i "${num}" "$1")
+  echo "$(sed -n 's/^First sector: \([0-9]*\).*/\1/p' <<< "${info}") $(sed -n 's/^Last sector: \([0-9]*\).*/\1/p' <<< "${info}")"
+}
+
 # standin_install_oem_sysext DISK RAW OEM VERSION: install_oem_sysext of vendor build_library/vm_image_util.sh:401-437
 # on the stand-in disk's OEM partition (ext4; real: btrfs): RAW as /sysext/oem-<OEM>-<VERSION>.raw, the marker
 # /sysext/active-oem-<OEM>, /oem-release from the sysext's extension-release (SYSEXT_ID without "oem-", the SYSEXT_
@@ -109,19 +118,17 @@ standin_fallback_disk() {
 # Returns 3 when the OEM partition holds no ext4 (standin_fallback_disk's placeholder).
 standin_install_oem_sysext() {
   local disk=$1 raw=$2 oem=$3 version=$4
-  local num first last t uuid label
-  num=$(sgdisk -p "${disk}" 2>/dev/null | awk '$1 ~ /^[0-9]+$/ && $NF == "OEM" {print $1; exit}')
-  [[ -n ${num} ]] || return 1
-  first=$(sgdisk -i "${num}" "${disk}" | sed -n 's/^First sector: \([0-9]*\).*/\1/p')
-  last=$(sgdisk -i "${num}" "${disk}" | sed -n 's/^Last sector: \([0-9]*\).*/\1/p')
+  local range first last t sb uuid label
+  range=$(standin_partition_range "${disk}" OEM) || return 1
+  read -r first last <<< "${range}"
   t=$(mktemp -d)
   dd if="${disk}" of="${t}/oem.img" bs=512 skip="${first}" count=$((last - first + 1)) status=none
-  if ! dumpe2fs -h "${t}/oem.img" >/dev/null 2>&1; then
+  if ! sb=$(dumpe2fs -h "${t}/oem.img" 2>/dev/null); then
     rm -rf "${t}"
     return 3   # no file system there: the placeholder disk
   fi
-  uuid=$(dumpe2fs -h "${t}/oem.img" 2>/dev/null | sed -n 's/^Filesystem UUID: *//p')
-  label=$(dumpe2fs -h "${t}/oem.img" 2>/dev/null | sed -n 's/^Filesystem volume name: *//p')
+  uuid=$(sed -n 's/^Filesystem UUID: *//p' <<< "${sb}")
+  label=$(sed -n 's/^Filesystem volume name: *//p' <<< "${sb}")
   mkdir -p "${t}/root" "${t}/ext"
   debugfs -R "rdump / ${t}/root" "${t}/oem.img" >/dev/null 2>&1 || { rm -rf "${t}"; return 1; }
   rm -rf "${t}/root/lost+found"
@@ -142,11 +149,9 @@ standin_install_oem_sysext() {
 # standin_extract_partition DISK LABEL OUT: copy a partition by GPT name
 standin_extract_partition() {
   local disk=$1 label=$2 out=$3
-  local num first last
-  num=$(sgdisk -p "${disk}" 2>/dev/null | awk -v l="${label}" '$1 ~ /^[0-9]+$/ && $NF == l {print $1; exit}')
-  [[ -n ${num} ]] || return 1
-  first=$(sgdisk -i "${num}" "${disk}" | sed -n 's/^First sector: \([0-9]*\).*/\1/p')
-  last=$(sgdisk -i "${num}" "${disk}" | sed -n 's/^Last sector: \([0-9]*\).*/\1/p')
+  local range first last
+  range=$(standin_partition_range "${disk}" "${label}") || return 1
+  read -r first last <<< "${range}"
   dd if="${disk}" of="${out}" bs=512 skip="${first}" count=$((last - first + 1)) status=none
 }
 

@@ -623,8 +623,7 @@ sp_install_binpkg() {
 
 # sp_emerge ATOM...: resolve, plan and merge (the stand-in `emerge-<board> ${EMERGE_FLAGS[@]} ATOM...`)
 # Modes (environment): SP_ROOT install root (--root; config stays the board's), SP_ONLYDEPS=1 (--onlydeps: the
-# requested packages themselves are left out), SP_BUILDPKGONLY=1 (--buildpkgonly), SP_REPLACE_ROOTS=1 (no
-# --update/--noreplace: a requested package is merged even when installed, its dependencies only when missing).
+# requested packages themselves are left out), SP_BUILDPKGONLY=1 (--buildpkgonly).
 sp_emerge() {
   local a iroot=${SP_ROOT:-${BOARD_ROOT}}
   local -a roots=()
