@@ -215,8 +215,8 @@ class Gpg:
                 or any(s["fingerprint"] == fpr for s in k.get("subkeys", []))]
         return keys[0] if keys else None
 
-    def sign(self, path, output, clearsign=False, fpr=None, passphrase=None, digest_algo="SHA512"):
-        """Sign ``path`` into ``output``; returns (ok, info) where info has 'fingerprint' or 'reason'."""
+    def sign_call(self, path, output, clearsign=False, fpr=None, passphrase=None, digest_algo="SHA512"):
+        """The runner call that signs ``path`` into ``output`` (for Runner.run_all) and its status file."""
         status = self._status_path()
         argv = self.base() + ["--yes", "--status-file", status, "--local-user", fpr, "--digest-algo", digest_algo,
                               "--pinentry-mode", "loopback"]
@@ -225,7 +225,11 @@ class Gpg:
             argv += ["--passphrase-fd", "0"]
             data = passphrase.encode("utf-8") + b"\n"
         argv += ["--output", output, "--clearsign" if clearsign else "--detach-sign", path]
-        result = self.runner.run(argv, env=self.env(), data=data, check=False)
+        return {"argv": argv, "env": self.env(), "data": data}, status
+
+    @staticmethod
+    def sign_outcome(result, status, passphrase):
+        """(ok, info) of a finished sign call: 'fingerprint' from gpg's SIG_CREATED, or the 'reason' it failed."""
         st = read_status(status)
         created = [s for s in st if s[0] == "SIG_CREATED"]
         if result.rc == 0 and created:

@@ -18,9 +18,11 @@ Secrets never go through this runner's argv or environment: pass them as ``data`
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import shlex
+import shutil
 import subprocess
 import time
 
@@ -232,6 +234,63 @@ class Runner:
             hint = diagnose(tail_lines(log, 200))
             self.fail(hint + ": " + msg if hint else msg, result=result)
         return result
+
+    def run_all(self, calls, workers=None, check=True):
+        """Run independent commands at once, at most ``workers`` (default: the CPU count) at a time.
+
+        ``calls`` is a list of dicts with the keywords of ``run()`` (``argv``, and optionally ``env``, ``data``,
+        ``cwd``, ``msg``). Each command writes to its own part of the log while it runs; when all have ended, the
+        parts join the main log in call order (each with its ``$ command`` and ``rc`` lines), so the log reads as
+        if they had run one after the other. Returns the RunResults in call order. With ``check``, the first
+        failed call (in call order) fails the module with its ``msg``, after every command has ended.
+        """
+        if not self.log_path:
+            raise ValueError("Runner.run_all needs a log_path")
+        if not calls:
+            return []
+        workers = max(1, min(len(calls), workers or os.cpu_count() or 1))
+        parts = ["%s.part-%d-%d" % (self.log_path, os.getpid(), i) for i in range(len(calls))]
+
+        def one(i):
+            call = dict(calls[i])
+            return self.run(call.pop("argv"), check=False, log_path=parts[i],
+                            **dict((k, v) for k, v in call.items() if k in ("env", "data", "cwd")))
+
+        results = []
+        try:
+            if workers == 1:
+                results = [one(i) for i in range(len(calls))]
+            else:
+                with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+                    results = list(pool.map(one, range(len(calls))))
+        finally:
+            self._join_parts(parts, calls, results)
+        for i, result in enumerate(results):
+            result.log_path = self.log_path
+            if check and result.rc != 0:
+                msg = calls[i].get("msg") or "%s failed with rc=%d" % (os.path.basename(result.cmd[0]), result.rc)
+                hint = diagnose(tail_lines(self.log_path, 200))
+                self.fail(hint + ": " + msg if hint else msg, result=result)
+        return results
+
+    def _join_parts(self, parts, calls, results):
+        """Append each part log to the main log in call order (and remove it), on every way out of run_all."""
+        for i, part in enumerate(parts):
+            if i < len(results):
+                self.note("$ " + format_cmd(results[i].cmd))
+            elif os.path.exists(part):
+                self.note("$ " + format_cmd([str(a) for a in calls[i]["argv"]]))
+            else:
+                continue
+            try:
+                with open(part, "rb") as src, open(self.log_path, "ab") as dst:
+                    shutil.copyfileobj(src, dst, 1024 * 1024)
+            except OSError:
+                pass  # a part that was never written (the wrapper could not start)
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            if i < len(results):
+                self.note("rc=%d after %.1fs" % (results[i].rc, results[i].duration))
 
     def capture(self, argv, env=None, data=None, cwd=None, check=False, msg=None):
         """Run a short command and return ``(rc, stdout, stderr)`` as text (for small outputs only)."""

@@ -425,6 +425,7 @@ def sign_files(module, runner, gpg, fpr, primary, chosen, to_sign, result):
 def _sign_staged(module, runner, gpg, fpr, primary, chosen, to_sign, result, staged):
     p = module.params
     tag = ".kiln-tmp-%d" % os.getpid()
+    calls, jobs = [], []
     for f, _h, text, _reason in to_sign:
         df, _sigs = outputs_for(f, p["sign_digests_file"])
         tmp_df = df + tag
@@ -434,22 +435,28 @@ def _sign_staged(module, runner, gpg, fpr, primary, chosen, to_sign, result, sta
             fh.flush()
             os.fsync(fh.fileno())  # a full disk shows here, not later in a signature of a truncated DIGESTS
         os.chmod(tmp_df, 0o644)
-        jobs = [(tmp_df, df + ".asc", True), (f, f + ".sig", False)]
+        sigs = [(tmp_df, df + ".asc", True), (f, f + ".sig", False)]
         if p["sign_digests_file"]:
-            jobs.append((tmp_df, df + ".sig", False))
-        for src, dst, clear in jobs:
+            sigs.append((tmp_df, df + ".sig", False))
+        for src, dst, clear in sigs:
             tmp = dst + tag
             staged.append((tmp, dst))
-            ok, info = gpg.sign(src, tmp, clearsign=clear, fpr=fpr, passphrase=p["passphrase"],
-                                digest_algo=p["digest_algo"])
-            if not ok:
-                _cleanup(staged)
-                del staged[:]
-                runner.fail("signing %s with key %s failed: %s; nothing was signed" % (f, fpr, info["reason"]),
-                            result=info["result"])
-            if info["fingerprint"] not in (chosen["fingerprint"], primary):
-                module.warn("gpg signed %s with %s, not the expected signing key %s" % (f, info["fingerprint"], chosen["fingerprint"]))
-            result["signing_key_fingerprint"] = info["fingerprint"]
+            call, status = gpg.sign_call(src, tmp, clearsign=clear, fpr=fpr, passphrase=p["passphrase"],
+                                         digest_algo=p["digest_algo"])
+            calls.append(call)
+            jobs.append((f, status))
+    # The signatures are independent: gpg runs for several at once (one per CPU), each through the agent.
+    results = runner.run_all(calls, check=False)
+    for (f, status), res in zip(jobs, results):
+        ok, info = gpg.sign_outcome(res, status, p["passphrase"])
+        if not ok:
+            _cleanup(staged)
+            del staged[:]
+            runner.fail("signing %s with key %s failed: %s; nothing was signed" % (f, fpr, info["reason"]),
+                        result=info["result"])
+        if info["fingerprint"] not in (chosen["fingerprint"], primary):
+            module.warn("gpg signed %s with %s, not the expected signing key %s" % (f, info["fingerprint"], chosen["fingerprint"]))
+        result["signing_key_fingerprint"] = info["fingerprint"]
 
 
 def _cleanup(staged):

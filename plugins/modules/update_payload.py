@@ -24,6 +24,8 @@ description:
   - Every payload is written under a temporary name, parsed and verified in Python against O(public_keys) (signature,
     blob hashes, and that the payload carries exactly the input image and kernel), and only then renamed into place.
     A payload that fails verification is never left as the output.
+  - The payloads of one build are independent, so C(core_sign_update) runs for several of them at once (one per CPU;
+    one at a time with a C(pkcs11:) key). The log shows each run as a whole, in payload order.
   - Records the payloads in the build record (stage C(payload)) with size, sha1 (base64) and sha256 (base64 and hex).
 author:
   - kiln developers (@kiln-project)
@@ -534,21 +536,27 @@ def _build(module, p, runner, to_build, work, in_hashes, pubkeys, build_dir):
     if sep is None:
         runner.fail("every key separator character appears in a key path: rename the key files")
     env = {"PATH": os.pathsep.join(path_dirs + [os.environ.get("PATH", DEFAULT_PATH)])}
-    for name, image, kernel, dest, _reason in to_build:
+    calls = []
+    for name, image, kernel, _dest, _reason in to_build:
         src = image
         if image.endswith(".bz2"):
             src = os.path.join(work, os.path.basename(image)[:-4])
-            with bz2.open(image, "rb") as fin, open(src, "wb") as fout:
-                shutil.copyfileobj(fin, fout, 4 * 1024 * 1024)
-        jobdir = os.path.join(work, "job-" + name)
+            if not os.path.exists(src):
+                with bz2.open(image, "rb") as fin, open(src, "wb") as fout:
+                    shutil.copyfileobj(fin, fout, 4 * 1024 * 1024)
+        jobdir = os.path.join(work, "job-" + name)  # core_sign_update writes its intermediate files into its cwd
         os.makedirs(jobdir)
-        tmp_out = os.path.join(work, name)
         argv = [os.path.join(scripts, "core_sign_update"), "--image", src]
         if kernel:
             argv += ["--kernel", kernel]
-        argv += ["--output", tmp_out, "--private_keys", sep.join(keys), "--public_keys", sep.join(p["public_keys"]),
-                 "--keys_separator", sep]
-        runner.run(argv, env=env, cwd=jobdir, msg="core_sign_update failed for %s: see the log" % name)
+        argv += ["--output", os.path.join(work, name), "--private_keys", sep.join(keys),
+                 "--public_keys", sep.join(p["public_keys"]), "--keys_separator", sep]
+        calls.append({"argv": argv, "env": env, "cwd": jobdir, "msg": "core_sign_update failed for %s: see the log" % name})
+    # The payloads are independent (one directory each): core_sign_update runs for several at once, one per CPU.
+    # Not with a pkcs11: key, whose token may not take two signing sessions at a time.
+    runner.run_all(calls, workers=1 if any(k.startswith("pkcs11:") for k in keys) else None)
+    for name, image, kernel, dest, _reason in to_build:
+        tmp_out = os.path.join(work, name)
         if not os.path.isfile(tmp_out):
             runner.fail("core_sign_update finished but wrote no %s" % name)
         try:

@@ -71,3 +71,47 @@ def test_tail_lines_reads_only_the_end(tmp_path):
             fh.write("line %d\n" % i)
     tail = _runner.tail_lines(str(big), 3)
     assert tail == ["line 199997", "line 199998", "line 199999"]
+
+
+def test_run_all_runs_at_once_and_logs_in_call_order(module, tmp_path):
+    """Two commands that each wait for the other's marker can only finish when they run at the same time; the log
+    then holds each command whole, in call order, and no part file is left."""
+    log = tmp_path / "all.log"
+    runner = _runner.Runner(module, log_path=str(log))
+    a, b = tmp_path / "a", tmp_path / "b"
+    wait = 'touch "$1"; i=0; while [ ! -e "$2" ]; do i=$((i+1)); [ $i -gt 100 ] && exit 9; sleep 0.05; done; echo "$3 done"'
+    res = runner.run_all([
+        {"argv": ["/bin/sh", "-c", wait, "x", str(a), str(b), "first"]},
+        {"argv": ["/bin/sh", "-c", wait, "x", str(b), str(a), "second"], "data": "ignored"},
+    ], workers=2)
+    assert [r.rc for r in res] == [0, 0]
+    text = log.read_text()
+    assert text.index("first done") < text.index("second done")
+    assert text.count("### kiln") == 4 and text.index("first done") < text.index("rc=0") < text.index("second done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "all.log", "b"]
+
+
+def test_run_all_fails_with_the_first_failure_after_all_ended(module, tmp_path):
+    log = tmp_path / "all.log"
+    runner = _runner.Runner(module, log_path=str(log))
+    done = tmp_path / "slow-done"
+    with pytest.raises(Failed) as err:
+        runner.run_all([
+            {"argv": ["/bin/sh", "-c", "echo slow; sleep 0.5; touch " + str(done)], "msg": "slow failed"},
+            {"argv": ["/bin/sh", "-c", "echo boom; exit 3"], "msg": "the second one failed"},
+            {"argv": ["/bin/sh", "-c", "exit 4"], "msg": "the third one failed"},
+        ])
+    kw = err.value.args[0]
+    assert kw["msg"] == "the second one failed" and kw["rc"] == 3 and kw["log_path"] == str(log)
+    assert any("boom" in line for line in kw["log_tail"])
+    assert done.exists()  # the slow command was not cut short
+    assert not [p for p in tmp_path.iterdir() if ".part-" in p.name]
+
+
+def test_run_all_one_worker_runs_in_order(module, tmp_path):
+    log = tmp_path / "one.log"
+    runner = _runner.Runner(module, log_path=str(log))
+    order = tmp_path / "order"
+    res = runner.run_all([{"argv": ["/bin/sh", "-c", "echo %d >> %s" % (i, order)]} for i in range(4)], workers=1)
+    assert [r.rc for r in res] == [0] * 4 and order.read_text().split() == ["0", "1", "2", "3"]
+    assert runner.run_all([]) == []
