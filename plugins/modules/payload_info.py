@@ -28,9 +28,18 @@ attributes:
     support: full
 options:
   path:
-    description: The payload, a regular file (a FIFO, device or directory is refused at once).
+    description:
+      - The payload, a regular file (a FIFO, device or directory is refused at once).
+      - Exactly one of O(path) and O(paths) is required.
     type: path
-    required: true
+  paths:
+    description:
+      - Several payloads, inspected in one call (one SSH round trip instead of one per payload); the result is
+        RV(payloads), one entry per path in this order. Each must be a regular file, as for O(path).
+      - With O(fail_on_invalid), the first invalid payload fails the call and names its path.
+    type: list
+    elements: path
+    version_added: 0.3.0
   public_keys:
     description: PEM RSA public keys (C(update-payload-key.pub.pem) style) the payload must verify with.
     type: list
@@ -57,6 +66,14 @@ EXAMPLES = r"""
     path: /srv/update/amd64-usr/4593.2.5/flatcar_production_update.gz
     public_keys: [files/update-payload-key.pub.pem]
   register: payload
+
+- name: Every payload of a build in one call
+  kiln.flatcar.payload_info:
+    paths:
+      - /srv/update/amd64-usr/4593.2.5/flatcar_production_update.gz
+      - /srv/update/amd64-usr/4593.2.5/oem-azure.gz
+    public_keys: [files/update-payload-key.pub.pem]
+  register: payloads
 """
 
 RETURN = r"""
@@ -64,6 +81,12 @@ changed:
   description: Always false.
   returned: always
   type: bool
+payloads:
+  description: With O(paths), one entry per payload, in the order of O(paths); each has C(path) and the fields below.
+  returned: success and O(paths) given
+  type: list
+  elements: dict
+  version_added: 0.3.0
 size:
   description: Payload size in bytes.
   returned: success
@@ -150,12 +173,15 @@ def load_keys(module, paths, contents):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            path=dict(type="path", required=True),
+            path=dict(type="path"),
+            paths=dict(type="list", elements="path"),
             public_keys=dict(type="list", elements="path", default=[]),
             public_key_contents=dict(type="list", elements="str", default=[]),
             check_blobs=dict(type="bool", default=True),
             fail_on_invalid=dict(type="bool", default=True),
         ),
+        mutually_exclusive=[("path", "paths")],
+        required_one_of=[("path", "paths")],
         supports_check_mode=True,
     )
     guarded(module, lambda: run(module))
@@ -164,13 +190,20 @@ def main():
 def run(module):
     p = module.params
     keys = load_keys(module, p["public_keys"], p["public_key_contents"])
+    if p["paths"] is None:
+        module.exit_json(changed=False, **inspect_one(module, p["path"], keys))
+    module.exit_json(changed=False, payloads=[inspect_one(module, path, keys) for path in p["paths"]])
+
+
+def inspect_one(module, path, keys):
+    p = module.params
     try:
-        info = inspect(p["path"], keys, check_blobs=p["check_blobs"])
+        info = inspect(path, keys, check_blobs=p["check_blobs"])
     except (OSError, PayloadError) as exc:
-        module.fail_json(msg="%s is not a valid update payload: %s" % (p["path"], exc))
+        module.fail_json(msg="%s is not a valid update payload: %s" % (path, exc))
     if p["fail_on_invalid"] and info["problems"]:
-        module.fail_json(msg="%s failed verification: %s" % (p["path"], info["problems"][0]), **info)
-    module.exit_json(changed=False, **info)
+        module.fail_json(msg="%s failed verification: %s" % (path, info["problems"][0]), **info)
+    return info
 
 
 if __name__ == "__main__":

@@ -110,6 +110,27 @@ def test_payload_info_module_accepts_real_payloads(payloads, keys, inputs, tmp_p
         assert_read_exactly(res, exp, inputs, pubs)
 
 
+def test_payload_info_paths_inspects_several_in_one_call(payloads, keys, inputs, tmp_path):
+    """paths: one call, one entry per payload in order, each as path would return it; the first invalid one fails
+    the call and is named."""
+    pubs = [keys["a"][1]]
+    res, _run = run_module("kiln.flatcar.payload_info", {"paths": [payloads["two"], payloads["one"]], "public_keys": pubs})
+    assert not res.get("failed"), res.get("msg")
+    assert [e["path"] for e in res["payloads"]] == [payloads["two"], payloads["one"]]
+    for entry, which in zip(res["payloads"], ("two", "one")):
+        single, _run = run_module("kiln.flatcar.payload_info", {"path": payloads[which], "public_keys": pubs})
+        # (Ansible adds the file's owner, mode etc. to a result whose top level has a path; an entry has only inspect's)
+        assert entry == {k: single[k] for k in entry} and len(entry) >= 15
+        assert entry["verified"] and entry["problems"] == []
+    with open(payloads["one"], "rb") as fh:
+        short = tmp_path / "short.gz"
+        short.write_bytes(fh.read()[:-1])
+    res, _run = run_module("kiln.flatcar.payload_info", {"paths": [payloads["one"], str(short)], "public_keys": pubs})
+    assert res.get("failed") and res["msg"].startswith(str(short) + " is not a valid update payload"), res
+    res, _run = run_module("kiln.flatcar.payload_info", {"path": payloads["one"], "paths": [payloads["one"]]})
+    assert res.get("failed") and "mutually exclusive" in res["msg"], res
+
+
 def test_real_zip_as_generate_au_zip_makes_it(tmp_path, keys, inputs):
     """Unpacked as is, the real zip cannot run: common.sh sources settings.env (common.sh:6), which
     generate_au_zip.py does not ship. With it added, the real script runs from the unpacked directory
