@@ -78,6 +78,11 @@ def test_pipeline_passes_returned_record_paths_on():
     found = list(playbook_tasks("pipeline.yml"))
     transfer = next(t for t in found if action(t) == "kiln.flatcar.artifact_transfer")
     assert transfer["kiln.flatcar.artifact_transfer"]["record_path"] == "{{ build_record_path }}"
-    for mod in ("kiln.flatcar.artifact_sign", "kiln.flatcar.publish"):
+    # signing runs in the builder's play, on the record the transfer returned for the signer
+    for mod in ("kiln.flatcar.update_payload", "kiln.flatcar.artifact_sign"):
         task = next(t for t in found if action(t) == mod)
-        assert task[mod]["record_path"] == "{{ _outcome[item].record_path }}"
+        assert task[mod]["record_path"] == "{{ kiln_transfer.dest_record_path }}"
+        assert task["delegate_to"] == "{{ _signer }}"
+    # publishing, after the gate, on the record the gate collected per architecture (the same returned path)
+    task = next(t for t in found if action(t) == "kiln.flatcar.publish")
+    assert task["kiln.flatcar.publish"]["record_path"] == "{{ _outcome[item].record_path }}"
