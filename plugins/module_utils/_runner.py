@@ -230,10 +230,15 @@ class Runner:
             self.note("rc=%d after %.1fs" % (rc, duration))
         result = RunResult(rc, argv, log, duration)
         if check and rc != 0:
-            msg = msg or "%s failed with rc=%d" % (os.path.basename(argv[0]), rc)
-            hint = diagnose(tail_lines(log, 200))
-            self.fail(hint + ": " + msg if hint else msg, result=result)
+            self._fail_run(result, msg)
         return result
+
+    def _fail_run(self, result, msg=None):
+        """Fail the module for a command that returned non-zero: ``msg`` (or the program and rc), led by the hint
+        that ``diagnose`` finds in the end of its log."""
+        msg = msg or "%s failed with rc=%d" % (os.path.basename(result.cmd[0]), result.rc)
+        hint = diagnose(tail_lines(result.log_path, 200))
+        self.fail(hint + ": " + msg if hint else msg, result=result)
 
     def run_all(self, calls, workers=None, check=True):
         """Run independent commands at once, at most ``workers`` (default: the CPU count) at a time.
@@ -268,9 +273,7 @@ class Runner:
         for i, result in enumerate(results):
             result.log_path = self.log_path
             if check and result.rc != 0:
-                msg = calls[i].get("msg") or "%s failed with rc=%d" % (os.path.basename(result.cmd[0]), result.rc)
-                hint = diagnose(tail_lines(self.log_path, 200))
-                self.fail(hint + ": " + msg if hint else msg, result=result)
+                self._fail_run(result, calls[i].get("msg"))
         return results
 
     def _join_parts(self, parts, calls, results):

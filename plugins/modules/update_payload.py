@@ -541,9 +541,8 @@ def _build(module, p, runner, to_build, work, in_hashes, pubkeys, build_dir):
         src = image
         if image.endswith(".bz2"):
             src = os.path.join(work, os.path.basename(image)[:-4])
-            if not os.path.exists(src):
-                with bz2.open(image, "rb") as fin, open(src, "wb") as fout:
-                    shutil.copyfileobj(fin, fout, 4 * 1024 * 1024)
+            with bz2.open(image, "rb") as fin, open(src, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 4 * 1024 * 1024)
         jobdir = os.path.join(work, "job-" + name)  # core_sign_update writes its intermediate files into its cwd
         os.makedirs(jobdir)
         argv = [os.path.join(scripts, "core_sign_update"), "--image", src]
