@@ -17,6 +17,8 @@ on a qcow2 overlay, and prints:
 * "before" against "now" in the same run, interleaved run by run: "before" boots the disk and QEMU
   settings as they were before issue 15 (see BEFORE; its generic-kernel assets are cached in
   $KILN_TEST_CACHE/boot-assets-generic), "now" the current ones, and the ratio now/before per mode and phase.
+  "now" UEFI boots start from the host firmware's warm variable store, as boot_check does by default
+  (efi_vars_warm; made once per run before the timed boots, its cost printed), "before" from the blank template.
 
 The load average is printed too: TCG timings scale with contention for the cores.
 """
@@ -90,6 +92,19 @@ def children_cpu():
     return ru.ru_utime + ru.ru_stime
 
 
+WARM = {}  # arch -> warm variable store (made once per run, outside the timed boots)
+
+
+def warm_store(work, arch, qemu, code, template):
+    if arch not in WARM:
+        path, note = q.warm_efi_vars(Runner, qemu, arch, code, template, os.path.join(work, "efi-vars"))
+        if not path:
+            raise BootFailed("%s: no warm UEFI variable store: %s" % (arch, note))
+        WARM[arch] = path
+        print("%s UEFI: %s" % (arch, note))
+    return WARM[arch]
+
+
 def boot_once(work, image, board, firmware, accel, args, before=False):
     """One boot: (marker_s, qemu_s, cpu_s, phases)."""
     arch = q.ARCHES[board]
@@ -101,6 +116,8 @@ def boot_once(work, image, board, firmware, accel, args, before=False):
         code = vars_copy = None
         if firmware == "uefi":
             code, vars_tmpl = q.host_firmware(arch, "uefi")
+            if vars_tmpl and not before:  # boot_check's default (efi_vars_warm): the firmware's warm variable store
+                vars_tmpl = warm_store(work, arch, qemu, code, vars_tmpl)
             if vars_tmpl:
                 vars_copy = os.path.join(tmp, "vars.fd")
                 shutil.copyfile(vars_tmpl, vars_copy)

@@ -36,7 +36,9 @@ import platform
 import re
 import shutil
 import socket
+import stat
 import sys
+import tempfile
 import time
 import uuid
 
@@ -205,6 +207,27 @@ def vendor_firmware(image):
     return found[0], found[1]
 
 
+def pick_firmware(arch, firmware, image, efi_code=None, efi_vars=None):
+    """``(efi_code, efi_vars, bios, vars_source)`` of a boot: the files given, else the image's own (``qemu_uefi``),
+    else the host's. ``vars_source`` is given, image or host (None without UEFI variables). QemuError with one line."""
+    if firmware != "uefi":
+        return efi_code, efi_vars, host_firmware(arch, "bios")[0], None
+    source = "given" if efi_vars else None
+    if not efi_code:
+        vcode, vvars = vendor_firmware(image)
+        if vcode:
+            efi_code, efi_vars = vcode, efi_vars or vvars
+            source = source or ("image" if vvars else None)
+        else:
+            efi_code, host_vars = host_firmware(arch, "uefi")
+            efi_vars = efi_vars or host_vars
+            source = source or ("host" if host_vars else None)
+    for f in (efi_code, efi_vars):
+        if f and not os.path.isfile(f):
+            raise QemuError("UEFI firmware file %s does not exist" % f)
+    return efi_code, efi_vars, None, source
+
+
 def host_firmware(arch, firmware):
     """(code, vars_template) for UEFI, (bios_or_None, None) for BIOS."""
     if firmware == "bios":
@@ -323,8 +346,9 @@ def build_command(qemu, arch, accel, tag, console_log, disk, disk_format="qcow2"
         argv += UEFI_NO_WAIT
     elif bios:
         argv += ["-bios", bios]
-    argv += ["-drive", "if=none,id=kilndisk,format=%s,file=%s,discard=unmap" % (disk_format, _drive_path(disk)),
-             "-device", "virtio-blk-pci,drive=kilndisk,bootindex=1"]
+    if disk is not None:  # None: the firmware alone (warm_efi_vars)
+        argv += ["-drive", "if=none,id=kilndisk,format=%s,file=%s,discard=unmap" % (disk_format, _drive_path(disk)),
+                 "-device", "virtio-blk-pci,drive=kilndisk,bootindex=1"]
     argv += ["-device", "virtio-rng-pci"]
     argv += ["-serial", "file:%s" % console_log]
     if ignition:
@@ -339,6 +363,74 @@ def build_command(qemu, arch, accel, tag, console_log, disk, disk_format="qcow2"
         argv.append("-no-reboot")
     argv += list(extra_args or [])
     return argv
+
+
+# The host firmware's variable store after its first power-on (issue 15, docs/performance.md "Boot check"). A fresh
+# OVMF/AAVMF VARS template makes the firmware set up its variable store on the first boot: about 1.1 s of the 4-5 s
+# OVMF takes under TCG. Every boot check used to pay it, because each copies the template afresh. A machine that has
+# been powered on before has done that once; so kiln powers the firmware on once per host and firmware with no disk
+# and no network at all, stops it the moment its boot manager starts the first boot option, and keeps that variable
+# store as the template. It holds only the firmware's own entries (its built-in shell, its setup UI, the boot order
+# between them): nothing of any disk, so every check still boots its image the way a new machine would, through the
+# removable-media path the firmware finds on the disk, and a disk with no boot loader still ends in the shell.
+WARM_VARS_DONE = [r"BdsDxe: starting Boot", r"BdsDxe: No bootable option"]
+WARM_VARS_LAYOUT = 1  # bump when the warm-up itself changes: older warm stores are then not used
+
+
+def warm_efi_vars(runner, qemu, arch, code, template, cache_dir, timeout=300):
+    """``(path, note)``: a warm copy of the host firmware's variable ``template`` in ``cache_dir`` (made once, see
+    WARM_VARS_DONE), or ``(None, why)`` when it cannot be made; the caller then copies the template as before.
+
+    The warm store is named after the digests of the firmware code and the template, so a firmware update makes a new
+    one. It is a regular file of the template's size, written under a temporary name and renamed when complete."""
+    try:
+        if is_qcow2(template) or is_qcow2(code):
+            return None, "a qcow2 firmware file is used as it is"
+        key = "%s-%s-%s-v%d" % (arch, file_sha256(code)[:16], file_sha256(template)[:16], WARM_VARS_LAYOUT)
+        path = os.path.join(cache_dir, key + ".fd")
+        size = os.path.getsize(template)
+        try:
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and st.st_size == size:
+                return path, "warm variable store %s" % path
+        except FileNotFoundError:
+            pass
+        os.makedirs(cache_dir, exist_ok=True)
+        work = tempfile.mkdtemp(prefix=".warm-", dir=cache_dir)
+    except OSError as exc:
+        return None, "cannot prepare a warm variable store: %s" % exc
+    try:
+        tmp_vars = os.path.join(work, "vars.fd")
+        shutil.copyfile(template, tmp_vars)
+        console = os.path.join(work, "console.log")
+        argv = build_command(qemu, arch, "tcg", new_tag("warm"), console, None, firmware="uefi", efi_code=code,
+                             efi_vars=tmp_vars, memory=256, cpus=1)
+        result = supervise(runner, argv, console, os.path.join(work, "qemu.log"), WARM_VARS_DONE, [], timeout,
+                           phases=[])
+        if result.get("verdict") != "passed":
+            return None, "the firmware did not reach its boot manager without a disk (%s)" % (
+                result.get("reason") or result.get("verdict"))
+        if os.path.getsize(tmp_vars) != size:
+            return None, "the firmware changed the size of its variable store"
+        os.replace(tmp_vars, path)
+        return path, "warm variable store %s (made now in %.1f s)" % (path, result.get("boot_time_s") or 0.0)
+    except OSError as exc:
+        return None, "cannot make a warm variable store: %s" % exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def boot_efi_vars(runner, qemu, arch, code, template, source, warm, cache_dir):
+    """``(template, info)`` for one UEFI boot: the warm store (warm_efi_vars) in place of the host's blank template
+    when ``warm``; ``info`` is boot_check's ``efi_vars`` result (source, template, note)."""
+    info = {"source": source, "template": template, "note": None}
+    if source != "host" or not warm:
+        return template, info
+    path, note = warm_efi_vars(runner, qemu, arch, code, template, cache_dir)
+    if not path:
+        info["note"] = note[:300]
+        return template, info
+    return path, {"source": "host-warm", "template": path, "note": None}
 
 
 def _drive_path(path):

@@ -297,7 +297,55 @@ def test_amd64_uefi_from_bz2_with_ssh(disks):
     nic = res["qemu_cmd"][res["qemu_cmd"].index("-nic") + 1]
     assert "restrict=on" in nic and "hostfwd=tcp:127.0.0.1:%d-:22" % res["ssh"]["port"] in nic
     assert any("if=pflash" in a for a in res["qemu_cmd"])
+    assert res["efi_vars"]["source"] == "host-warm" and res["efi_vars"]["template"].startswith(CACHE)
     no_qemu_left(res["qemu_name"])
+
+
+def _utf16(text):
+    return text.encode("utf-16-le")
+
+
+@needs_qemu
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_warm_efi_vars_hold_nothing_of_a_disk(disks, tmp_path, arch):
+    """The warm variable store is made once per firmware, from a power-on with no disk: it holds the firmware's own
+    boot entries (its shell, its setup UI) and nothing a disk boot adds, so every check still boots its image as a
+    new machine would. A boot of the stand-in disk from a copy of it adds the disk's entry to the copy."""
+    qemu = shutil.which(q.QEMU_BINARIES[arch])
+    code, tmpl = q.host_firmware(arch, "uefi")
+    cache = str(tmp_path / "efi-vars")
+    path, note = q.warm_efi_vars(_Capture, qemu, arch, code, tmpl, cache)
+    assert path and "made now" in note, note
+    assert os.path.dirname(path) == cache and os.path.getsize(path) == os.path.getsize(tmpl)
+    with open(path, "rb") as fh:
+        warm = fh.read()
+    with open(tmpl, "rb") as fh:
+        assert fh.read() != warm  # the firmware did write its variables
+    assert _utf16("EFI Internal Shell") in warm
+    assert os.listdir(cache) == [os.path.basename(path)]  # no temporary left
+    again, note = q.warm_efi_vars(_Capture, qemu, arch, code, tmpl, cache)
+    assert again == path and "made now" not in note  # once per firmware
+    if arch == "amd64":
+        # OVMF names the virtio disk's boot option "UEFI Misc Device": absent from the warm store, present after a boot
+        assert _utf16("UEFI Misc Device") not in warm
+        res = supervised_boot(tmp_path, disks[arch], "amd64-uefi")
+        assert res["verdict"] == "passed", res
+        with open(str(tmp_path / "vars.fd"), "rb") as fh:
+            assert _utf16("UEFI Misc Device") in fh.read()
+
+
+@needs_qemu
+def test_warm_efi_vars_fall_back_to_the_template(tmp_path):
+    """A firmware that never reaches its boot manager (here: no firmware code at all, QEMU exits) gives no warm store
+    and a reason; boot_check then copies the blank template as before."""
+    bogus = tmp_path / "code.fd"
+    bogus.write_bytes(b"\0" * 4096)
+    tmpl = tmp_path / "vars.fd"
+    tmpl.write_bytes(b"\0" * 4096)
+    path, note = q.warm_efi_vars(_Capture, shutil.which("qemu-system-x86_64"), "amd64", str(bogus), str(tmpl),
+                                 str(tmp_path / "cache"), timeout=20)
+    assert path is None and "did not reach its boot manager" in note, note
+    assert os.listdir(str(tmp_path / "cache")) == []
 
 
 @needs_qemu
@@ -310,6 +358,7 @@ def test_arm64_uefi_vendor_image(disks):
     cmd = res["qemu_cmd"]
     assert cmd[0].endswith("qemu-system-aarch64")
     assert any("flatcar_production_qemu_uefi_efi_code.qcow2" in a and "format=qcow2" in a for a in cmd)
+    assert res["efi_vars"]["source"] == "image"  # the image's own variables are used as they are, never warmed
     assert len(res["matched_markers"]) == len(q.DEFAULT_SUCCESS_MARKERS)  # all: up to the login prompt
     assert "FLATCAR_BOARD=arm64-usr" in " ".join(res["log_tail"])
     assert not any("\x1b" in line for line in res["log_tail"])
@@ -329,9 +378,14 @@ def test_arm64_uefi_generic_image_check_mode(disks):
 
 
 @needs_qemu
-def test_broken_image_uefi_fails_fast(disks):
-    res, _run = boot({"image": disks["broken"], "board": "amd64-usr", "firmware": "uefi", "timeout": 120})
+@pytest.mark.parametrize("warm", [True, False], ids=["warm-vars", "blank-vars"])
+def test_broken_image_uefi_fails_fast(disks, warm):
+    """A disk with no boot loader ends in the firmware's shell, from the warm variable store as from the blank one."""
+    res, _run = boot({"image": disks["broken"], "board": "amd64-usr", "firmware": "uefi", "timeout": 120,
+                      "efi_vars_warm": warm})
     assert res["failed"] and res["verdict"] == "failed"
+    assert res["efi_vars"]["source"] == ("host-warm" if warm else "host"), res["efi_vars"]
+    assert res["efi_vars"]["note"] is None
     assert res["failure_marker"]["marker"] == "UEFI Interactive Shell"
     assert res["elapsed_s"] < 120
     assert "\n" not in res["msg"] and "last console lines" in res["msg"]
@@ -553,9 +607,13 @@ def supervised_boot(tmp_path, image, mode, ignition=None, timeout=OK_TIMEOUT, su
     q.make_overlay(image, "raw", overlay, _Capture, shutil.which("qemu-img"))
     code = vars_ = None
     if firmware == "uefi":
+        # the variable store boot_check starts from (efi_vars_warm, on by default)
         code, tmpl = q.host_firmware(arch, "uefi")
+        warm, note = q.warm_efi_vars(_Capture, shutil.which(q.QEMU_BINARIES[arch]), arch, code, tmpl,
+                                     os.path.join(CACHE, "efi-vars"))
+        assert warm, note
         vars_ = str(tmp_path / "vars.fd")
-        shutil.copyfile(tmpl, vars_)
+        shutil.copyfile(warm, vars_)
     ign = None
     if ignition is not None:
         ign = str(tmp_path / "ignition.json")
