@@ -28,7 +28,8 @@ description:
     port 22.
   - QEMU runs under a small supervisor that kills it on success, failure, timeout or interruption (QEMU is started with
     C(PR_SET_PDEATHSIG), so it also dies when Ansible kills the module). Temp files are always removed.
-  - Several checks on one host share it through slots sized from free memory and cores (O(max_parallel)).
+  - Several checks on one host share it through slots sized from free memory (never overcommitted) and cores (two
+    vCPUs per core, since a booting guest keeps about one vCPU busy); O(max_parallel) caps them.
   - With O(record_path) or O(scripts_dir) + O(board) the verdict is recorded as stage C(boot_check:<firmware>) of the
     build record, with the image's sha256 in the input digest; a check that passed with the same inputs is skipped
     unless O(force=true).
@@ -183,7 +184,7 @@ options:
       decompressed image when O(image) is C(.bz2).
     type: path
   max_parallel:
-    description: Most checks running at once on this host (0 to 256); V(0) sizes it from free memory and cores.
+    description: Most checks running at once on this host (0 to 256); V(0) sizes it from free memory and cores (see above).
     type: int
     default: 0
   slot_wait:

@@ -209,6 +209,18 @@ def test_capacity_is_sized_from_memory_and_cores():
     assert q.capacity(256, 10 ** 4) == 1
 
 
+def test_capacity_lets_two_boots_share_a_core(monkeypatch):
+    """A boot keeps about one vCPU busy: vCPUs are counted twice per core, memory never more than once."""
+    monkeypatch.setattr(q, "cpu_count", lambda: 2)
+    monkeypatch.setattr(q, "meminfo", lambda: {"MemAvailable": 64 * 1024 * 1024})  # kB: 64 GiB
+    assert q.capacity(2048, 2) == 2  # the pipeline's two builders on a 2-core host boot at once
+    assert q.capacity(2048, 1) == 4
+    assert q.capacity(2048, 4) == 1
+    assert q.capacity(2048, 2, max_slots=1) == 1
+    monkeypatch.setattr(q, "meminfo", lambda: {"MemAvailable": 3 * 1024 * 1024})  # 3 GiB: room for one 2 GiB guest
+    assert q.capacity(2048, 1) == 1
+
+
 def test_bios_is_refused_for_arm64(tmp_path):
     img = tmp_path / "x.bin"
     img.write_bytes(b"\0" * 4096)
