@@ -29,6 +29,7 @@ from __future__ import annotations
 import bz2
 import copy
 import errno
+import hashlib
 import json
 import math
 import os
@@ -381,12 +382,18 @@ def warm_efi_vars(runner, qemu, arch, code, template, cache_dir, timeout=300):
     """``(path, note)``: a warm copy of the host firmware's variable ``template`` in ``cache_dir`` (made once, see
     WARM_VARS_DONE), or ``(None, why)`` when it cannot be made; the caller then copies the template as before.
 
-    The warm store is named after the digests of the firmware code and the template, so a firmware update makes a new
-    one. It is a regular file of the template's size, written under a temporary name and renamed when complete."""
+    The warm store is named after the firmware code and template files (path, size, modification time, inode; not
+    their content: AAVMF's are 64 MiB each, read on every boot otherwise), so a firmware update makes a new one. It
+    is a regular file of the template's size, written under a temporary name and renamed when complete."""
     try:
         if is_qcow2(template) or is_qcow2(code):
             return None, "a qcow2 firmware file is used as it is"
-        key = "%s-%s-%s-v%d" % (arch, file_sha256(code)[:16], file_sha256(template)[:16], WARM_VARS_LAYOUT)
+        ident = []
+        for f in (code, template):
+            real = os.path.realpath(f)
+            st = os.stat(real)
+            ident.append([real, st.st_size, st.st_mtime_ns, st.st_ino])
+        key = "%s-%s-v%d" % (arch, hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:24], WARM_VARS_LAYOUT)
         path = os.path.join(cache_dir, key + ".fd")
         size = os.path.getsize(template)
         try:

@@ -324,7 +324,9 @@ def test_warm_efi_vars_hold_nothing_of_a_disk(disks, tmp_path, arch):
     boot entries (its shell, its setup UI) and nothing a disk boot adds, so every check still boots its image as a
     new machine would. A boot of the stand-in disk from a copy of it adds the disk's entry to the copy."""
     qemu = shutil.which(q.QEMU_BINARIES[arch])
-    code, tmpl = q.host_firmware(arch, "uefi")
+    code, host_tmpl = q.host_firmware(arch, "uefi")
+    tmpl = str(tmp_path / "vars-template.fd")
+    shutil.copyfile(host_tmpl, tmpl)
     cache = str(tmp_path / "efi-vars")
     path, note = q.warm_efi_vars(_Capture, qemu, arch, code, tmpl, cache)
     assert path and "made now" in note, note
@@ -337,6 +339,9 @@ def test_warm_efi_vars_hold_nothing_of_a_disk(disks, tmp_path, arch):
     assert os.listdir(cache) == [os.path.basename(path)]  # no temporary left
     again, note = q.warm_efi_vars(_Capture, qemu, arch, code, tmpl, cache)
     assert again == path and "made now" not in note  # once per firmware
+    os.utime(tmpl, ns=(10 ** 18, 10 ** 18))  # an updated firmware package: a new warm store
+    other, note = q.warm_efi_vars(_Capture, qemu, arch, code, tmpl, cache)
+    assert other != path and "made now" in note, note
     if arch == "amd64":
         # OVMF names the virtio disk's boot option "UEFI Misc Device": absent from the warm store, present after a boot
         assert _utf16("UEFI Misc Device") not in warm
