@@ -49,6 +49,7 @@ except ImportError:  # pragma: no cover - kiln targets are Linux
     fcntl = None
 
 from ansible_collections.kiln.flatcar.plugins.module_utils._record import BOARDS, file_sha256  # noqa: F401  pylint: disable=unused-import
+from ansible_collections.kiln.flatcar.plugins.module_utils._stage import one_line
 
 # boards and their architectures, and the one chunked file hash: shared with the build record
 ARCHES = BOARDS
@@ -395,10 +396,10 @@ def warm_efi_vars(runner, qemu, arch, code, template, cache_dir, timeout=300):
             ident.append([real, st.st_size, st.st_mtime_ns, st.st_ino])
         key = "%s-%s-v%d" % (arch, hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:24], WARM_VARS_LAYOUT)
         path = os.path.join(cache_dir, key + ".fd")
-        size = os.path.getsize(template)
+        size = ident[1][1]  # the template's
         try:
-            st = os.lstat(path)
-            if stat.S_ISREG(st.st_mode) and st.st_size == size:
+            cached = os.lstat(path)
+            if stat.S_ISREG(cached.st_mode) and cached.st_size == size:
                 return path, "warm variable store %s" % path
         except FileNotFoundError:
             pass
@@ -435,7 +436,7 @@ def boot_efi_vars(runner, qemu, arch, code, template, source, warm, cache_dir):
         return template, info
     path, note = warm_efi_vars(runner, qemu, arch, code, template, cache_dir)
     if not path:
-        info["note"] = note[:300]
+        info["note"] = one_line(note, 300)
         return template, info
     return path, {"source": "host-warm", "template": path, "note": None}
 
