@@ -50,7 +50,9 @@ options:
     description: FLATCAR_VERSION (with O(build_root) and O(board)).
   stages:
     description:
-      - Stages whose outputs are sent. Entries ending in C(*) match by prefix (V(vm_image:*)).
+      - Stages whose outputs are sent. Entries ending in C(*) match by prefix (V(vm_image:*)) and select only the
+        stages that passed, so a failed stage of a firmware or format that is no longer asked for does not stop the
+        transfer. A stage named in full must have passed.
       - Default every stage of the record that passed.
     type: list
     elements: str
@@ -286,7 +288,10 @@ def select_stages(record, wanted):
         return [n for n in names if record.stage(n).get("status") == "passed"]
     out = []
     for pattern in wanted:
-        hits = [n for n in names if (fnmatch.fnmatchcase(n, pattern) if "*" in pattern else n == pattern)]
+        if "*" in pattern:
+            hits = [n for n in names if fnmatch.fnmatchcase(n, pattern) and record.stage(n).get("status") == "passed"]
+        else:
+            hits = [n for n in names if n == pattern]
         if not hits and "*" not in pattern:
             return pattern
         out.extend(h for h in hits if h not in out)

@@ -280,4 +280,4 @@ def test_malformed_mod_fails_at_the_plan_in_check_mode(hf):
     assert res.returncode != 0
     assert "mods[0] (kernel_config)" in res.stdout, res.stdout[-6000:]
     # refused at the plan: no host was prepared, nothing was built
-    assert "Apply the builder role" not in res.stdout and "Build packages" not in res.stdout, res.stdout[-6000:]
+    assert "Prepare and preflight the builder" not in res.stdout and "Build packages" not in res.stdout, res.stdout[-6000:]

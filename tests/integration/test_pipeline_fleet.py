@@ -11,6 +11,7 @@ before signing.  Root only; docker (tests/standin_sdk/dockerd.sh) must work.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import json
 import os
@@ -345,7 +346,26 @@ def test_dead_builder_other_arch_publishes(env):
     # amd64's artifacts are digested in the summary, and the cache got its binary packages
     assert arch_row(s, "amd64-usr")["artifacts"], s
     assert (fleet.host_root("mirror") / "cache" / "boards" / "amd64-usr" / VERSION / "pkgs" / "Packages").exists()
+    assert_sent_while_booting(fleet, "b-amd64", "amd64-usr")
     fleet.assert_no_root_ns_leak()
+
+
+def _epoch(stamp):
+    return datetime.datetime.strptime(stamp.rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f" if "." in stamp else "%Y-%m-%dT%H:%M:%S") \
+        .replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def assert_sent_while_booting(fleet, host, board):
+    """The image reached the signer before the boot check ended: the transfer runs while the image boots (the
+    signer's copy's ctime is its arrival, rsync's rename; the hosts share one clock). Sent after the check, as before,
+    it would arrive after the check's end."""
+    rec = record_of(fleet, host, board)
+    boots = [st for name, st in rec["stages"].items() if name.startswith("boot_check:")]
+    assert boots and all(st["status"] == "passed" for st in boots), rec["stages"].keys()
+    image = next(o["path"] for o in rec["stages"]["image"]["outputs"] if o["role"] == "generic_image")
+    arrived = os.stat(fleet.host_root("signer") / "builds" / image).st_ctime
+    ended = min(_epoch(st["finished"]) for st in boots)
+    assert arrived < ended, (image, arrived, ended)
 
 
 def test_rerun_builds_only_missing_arch(env):
@@ -541,3 +561,54 @@ def test_corruption_in_transit_is_caught_before_signing(env):
     assert res.returncode == 0, res.stdout[-8000:]
     assert [p.name for p in _images(signer_arm)] == [p.name for p in images]
     assert {p: p.read_bytes() for p in signer_arm.rglob("*.sig")} == sigs
+
+
+def test_failed_boot_check_signs_nothing_and_gives_the_lock_back(env):
+    """A boot check that fails (a BIOS boot with a 1 s timeout, 3 s under TCG, which the firmware alone exceeds;
+    arm64 has no BIOS at all): the transfer that ran during the boot is waited for and its job removed, the build
+    lock is given back, nothing is signed again, the summary names the test stage. The failed boot_check:bios stage
+    stays in the record, and a rerun with the usual firmware transfers (boot_check:* takes only passed stages)."""
+    fleet = env["fleet"]
+    signer = fleet.host_root("signer") / "builds"
+    sigs = {p: p.read_bytes() for p in (signer / "images").rglob("*.sig")}
+    signer_sign = record_of(fleet, "signer", "amd64-usr")["stages"]["sign"]["started"]
+    res = run_pipeline(fleet, "-e", json.dumps({"kiln_boot_check_firmware": ["bios"], "kiln_boot_timeout": 1}))
+    out = res.stdout
+    assert res.returncode != 0, out[-8000:]
+    s = summary(fleet)
+    for board, host in (("amd64-usr", "b-amd64"), ("arm64-usr", "b-arm64")):
+        row = arch_row(s, board)
+        assert row["stages"]["test"]["result"] == "failed", row
+        assert (row["stages"].get("sign") or {}).get("result") != "passed", row
+        # the lease is given back, and no transfer job is left behind on the builder
+        locks = fleet.host_root(host) / "kiln" / "locks"
+        assert not [p for p in locks.rglob("*.lock") if p.name != ".kiln-locks.lock"], list(locks.rglob("*"))
+        for job in (fleet.host_root(host) / ".ansible_async").glob("*"):
+            assert "dest_record_path" not in job.read_text(errors="replace"), job
+    assert record_of(fleet, "b-amd64", "amd64-usr")["stages"]["boot_check:bios"]["status"] == "failed"
+    assert {p: p.read_bytes() for p in (signer / "images").rglob("*.sig")} == sigs
+    assert record_of(fleet, "signer", "amd64-usr")["stages"]["sign"]["started"] == signer_sign
+    assert "boot_check:bios" not in record_of(fleet, "signer", "amd64-usr")["stages"]
+    res = run_pipeline(fleet)
+    assert res.returncode == 0, res.stdout[-8000:]
+    assert arch_row(summary(fleet), "amd64-usr")["result"] == "published"
+
+
+def record_of(fleet, host, board):
+    base = fleet.host_root(host) / ("builds" if host == "signer" else "kiln/scripts/__build__/images")
+    return json.loads((base / "kiln" / board / VERSION / "build-record.json").read_text())
+
+
+def test_unreachable_signer_stops_the_run_before_anything_is_built(env):
+    """The cache, the builders and the signer are prepared in one play (strategy free); a signer that cannot be
+    reached there stops the run in the next play, with one line naming it, before any build task starts."""
+    fleet = env["fleet"]
+    fleet.kill_sshd("signer")
+    try:
+        res = run_pipeline(fleet, timeout=600)
+    finally:
+        fleet.start_sshd("signer")
+    out = res.stdout
+    assert res.returncode != 0
+    assert "signer could not be prepared" in out, out[-6000:]
+    assert "UNREACHABLE" in out and "Check out the scripts repository" not in out, out[-6000:]

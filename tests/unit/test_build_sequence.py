@@ -31,7 +31,7 @@ def tasks(items):
 def action(task):
     skip = {"name", "block", "rescue", "always", "when", "register", "vars", "loop", "loop_control", "async", "poll",
             "changed_when", "failed_when", "until", "retries", "delay", "tags", "delegate_to", "check_mode", "no_log",
-            "throttle", "notify", "ignore_errors"}
+            "throttle", "notify", "ignore_errors", "module_defaults"}
     keys = [k for k in task if k not in skip]
     return keys[0] if keys else ""
 
@@ -76,8 +76,19 @@ def test_pipeline_passes_returned_record_paths_on():
     text = open(os.path.join(REPO, "playbooks", "pipeline.yml"), encoding="utf-8").read()
     assert "build-record.json" not in text and "kiln_build_version" not in text
     found = list(playbook_tasks("pipeline.yml"))
-    transfer = next(t for t in found if action(t) == "kiln.flatcar.artifact_transfer")
-    assert transfer["kiln.flatcar.artifact_transfer"]["record_path"] == "{{ build_record_path }}"
+    # both transfers take the block's module_defaults: the builder's record, never a path of their own
+    defaults = [t["module_defaults"]["kiln.flatcar.artifact_transfer"] for t in found
+                if "kiln.flatcar.artifact_transfer" in (t.get("module_defaults") or {})]
+    assert [d["record_path"] for d in defaults] == ["{{ build_record_path }}"]
+    transfers = [t for t in found if action(t) == "kiln.flatcar.artifact_transfer"]
+    assert len(transfers) == 2 and not any("record_path" in t[action(t)] for t in transfers)
+    # the build's outputs go while the image boots (an async job launched before the boot check and waited for
+    # after it); the boot check's own results go after it
+    seq = [action(t) for t in found]
+    early, late = (found.index(t) for t in transfers)
+    boot = seq.index("kiln.flatcar.boot_check")
+    assert transfers[0].get("poll") == 0 and "async" in transfers[0] and early < boot < late
+    assert "kiln.flatcar.async_wait" in seq[boot:late]
     # signing runs in the builder's play, on the record the transfer returned for the signer
     for mod in ("kiln.flatcar.update_payload", "kiln.flatcar.artifact_sign"):
         task = next(t for t in found if action(t) == mod)
