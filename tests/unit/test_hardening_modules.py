@@ -546,3 +546,26 @@ def test_filter_guard_turns_any_exception_into_one_line(monkeypatch):
     with pytest.raises(AnsibleFilterError) as err:
         rows(["not a row"], {})
     assert err.value.message.startswith("kiln_summary_rows: unexpected ") and "\n" not in err.value.message
+
+
+def test_transfer_patterns_take_only_passed_stages():
+    """artifact_transfer: ``boot_check:*`` must not pick up a failed boot check of a firmware that is no longer asked
+    for (it would then refuse the whole transfer, for every later run of that build); a stage named in full is
+    returned as asked, and the module refuses it when it did not pass."""
+    from ansible_collections.kiln.flatcar.plugins.modules import artifact_transfer
+
+    class Rec:
+        data = {"stage_order": ["image", "vm_image:qemu", "boot_check:bios", "boot_check:uefi", "gone"],
+                "stages": {"image": {"status": "passed"}, "vm_image:qemu": {"status": "passed"},
+                           "boot_check:bios": {"status": "failed"}, "boot_check:uefi": {"status": "passed"}}}
+
+        def stage(self, name):
+            return self.data["stages"].get(name)
+
+    pick = artifact_transfer.select_stages
+    assert pick(Rec(), ["image", "vm_image:*"]) == ["image", "vm_image:qemu"]
+    assert pick(Rec(), ["boot_check:*"]) == ["boot_check:uefi"]
+    assert pick(Rec(), ["boot_check:bios"]) == ["boot_check:bios"]
+    assert pick(Rec(), []) == ["image", "vm_image:qemu", "boot_check:uefi"]
+    assert pick(Rec(), ["sysext:*", "image"]) == ["image"]
+    assert pick(Rec(), ["payload"]) == "payload"      # a named stage the record lacks: the module fails naming it
