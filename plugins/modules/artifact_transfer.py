@@ -242,7 +242,10 @@ def main(p):
     want = merged(dest, p["record"], stages)
     if p["mode"] == "check":
         missing, bad, ok = check(root, files)
-        return {"missing": missing, "bad": bad, "ok": ok, "record_changed": comparable(want) != comparable(dest)}
+        return {"missing": missing, "bad": bad, "ok": ok, "record_changed": comparable(want) != comparable(dest),
+                "root_exists": os.path.isdir(root)}
+    if not files and comparable(want) == comparable(dest):
+        return {"missing": [], "bad": [], "ok": 0, "record_changed": False}
     os.makedirs(os.path.dirname(rec_path), exist_ok=True)
     lfd = os.open(rec_path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -380,6 +383,17 @@ def _transfer(module, reader, runner, ssh):
     dest = target(p, "dest_host")
     dest_record = os.path.join(p["dest_build_root"], rel_record)
     payload = dict(dest_build_root=p["dest_build_root"], dest_record=dest_record, stages=stages, record=record.data, mode="check")
+    if not files and not module.check_mode:
+        # nothing to copy (a boot check keeps no files): one call merges the stages into the record there, or finds
+        # it already current without taking its lock
+        payload["mode"] = "apply"
+        start = time.monotonic()
+        done = remote_python(runner, ssh, dest, REMOTE, payload, p["remote_python"], msg="updating the record on %s failed" % dest)
+        if done.get("error"):
+            runner.fail(done["error"])
+        result.update(files=[], dest_record_path=dest_record, sent=[], bytes_sent=0)
+        module.exit_json(changed=done["record_changed"], record_changed=done["record_changed"], verified=0,
+                         duration_s=round(time.monotonic() - start, 3) if done["record_changed"] else 0.0, **result)
     state = remote_python(runner, ssh, dest, REMOTE, payload, p["remote_python"], msg="checking %s failed" % dest)
     need = state["missing"] + state["bad"]
     result.update(files=files, dest_record_path=dest_record, sent=need,
@@ -393,8 +407,10 @@ def _transfer(module, reader, runner, ssh):
     if need:
         argv = ["rsync", "-a", "--partial", "--ignore-times", "--files-from=-", "-e", ssh_e(ssh), "--rsync-path=" + p["rsync_path"]]
         argv += ["--", build_root.rstrip("/") + "/", "%s:%s/" % (dest, p["dest_build_root"].rstrip("/"))]
-        # the root is made by a Python call (path as JSON data), never by a remote shell command
-        remote_mkdir(runner, ssh, dest, p["dest_build_root"], ".", p["remote_python"])
+        # the root is made by a Python call (path as JSON data), never by a remote shell command; not when the
+        # comparison above found it there
+        if not state.get("root_exists"):
+            remote_mkdir(runner, ssh, dest, p["dest_build_root"], ".", p["remote_python"])
         runner.run(argv, data="\n".join(need) + "\n", msg="rsync to %s failed: see the log" % dest)
     payload["mode"] = "apply"
     done = remote_python(runner, ssh, dest, REMOTE, payload, p["remote_python"], msg="verifying on %s failed" % dest)
