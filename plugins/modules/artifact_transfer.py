@@ -287,15 +287,16 @@ def main(p):
 
 def select_stages(record, wanted):
     names = [n for n in record.data.get("stage_order", []) if n in record.data["stages"]]
+    passed = [n for n in names if record.stage(n).get("status") == "passed"]
     if not wanted:
-        return [n for n in names if record.stage(n).get("status") == "passed"]
+        return passed
     out = []
     for pattern in wanted:
         if "*" in pattern:
-            hits = [n for n in names if fnmatch.fnmatchcase(n, pattern) and record.stage(n).get("status") == "passed"]
+            hits = [n for n in passed if fnmatch.fnmatchcase(n, pattern)]
+        elif pattern in names:
+            hits = [pattern]
         else:
-            hits = [n for n in names if n == pattern]
-        if not hits and "*" not in pattern:
             return pattern
         out.extend(h for h in hits if h not in out)
     return out

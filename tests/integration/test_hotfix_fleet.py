@@ -119,9 +119,7 @@ def play(fleet, playbook, *extra, timeout=1500, env=None):
 
 
 def record(fleet, host, board, version):
-    root = fleet.host_root(host)
-    base = root / "builds" if host == "signer" else root / "kiln" / "scripts" / "__build__" / "images"
-    return json.loads((base / "kiln" / board / version / "build-record.json").read_text())
+    return tpf.record_of(fleet, host, board, version)
 
 
 def image_dir(fleet, host, board, version):

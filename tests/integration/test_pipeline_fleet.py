@@ -594,9 +594,10 @@ def test_failed_boot_check_signs_nothing_and_gives_the_lock_back(env):
     assert arch_row(summary(fleet), "amd64-usr")["result"] == "published"
 
 
-def record_of(fleet, host, board):
+def record_of(fleet, host, board, version=VERSION):
+    """A host's build record: the signer's under its build root, a builder's in its checkout's build root."""
     base = fleet.host_root(host) / ("builds" if host == "signer" else "kiln/scripts/__build__/images")
-    return json.loads((base / "kiln" / board / VERSION / "build-record.json").read_text())
+    return json.loads((base / "kiln" / board / version / "build-record.json").read_text())
 
 
 def test_unreachable_signer_stops_the_run_before_anything_is_built(env):
